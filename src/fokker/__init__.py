@@ -1,0 +1,25 @@
+"""fokker: diffusion generative models, correct to the formula.
+
+One Gaussian `Process` (VP, VE, SubVP), one `Denoiser` (any network + what it predicts), and
+samplers that work on any Denoiser."""
+
+from fokker.denoiser import Denoiser
+from fokker.errors import UserError
+from fokker.losses import simple_loss
+from fokker.processes import VE, VP, Process, SubVP, process_from_config
+from fokker.samplers import SAMPLERS, sample, time_grid
+
+__all__ = [
+    "SAMPLERS",
+    "VE",
+    "VP",
+    "Denoiser",
+    "Process",
+    "SubVP",
+    "UserError",
+    "process_from_config",
+    "sample",
+    "simple_loss",
+    "time_grid",
+]
+__version__ = "0.1.0"

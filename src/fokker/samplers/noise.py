@@ -1,0 +1,28 @@
+"""Gaussian noise from an explicit generator: one torch.Generator for the batch, or one per example
+so that a sample does not depend on the batch it was drawn in."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+Generators = torch.Generator | Sequence[torch.Generator] | None
+
+
+def randn(
+    shape: Sequence[int],
+    generator: Generators = None,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """Standard normal noise of `shape`. With a list of generators, row i is drawn from generator i
+    (the list must have shape[0] entries); noise is drawn on the generator's device, then moved."""
+    shape = tuple(shape)
+    if generator is None or isinstance(generator, torch.Generator):
+        gen_device = generator.device if generator is not None else device
+        return torch.randn(shape, generator=generator, device=gen_device, dtype=dtype).to(device)
+    if len(generator) != shape[0]:
+        raise ValueError(f"got {len(generator)} generators for a batch of {shape[0]}")
+    rows = [torch.randn((1, *shape[1:]), generator=g, device=g.device, dtype=dtype) for g in generator]
+    return torch.cat(rows).to(device)

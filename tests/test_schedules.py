@@ -1,0 +1,98 @@
+import math
+
+import pytest
+import torch
+
+from fokker.errors import UserError
+from fokker.schedules import (
+    DiscreteVPSchedule,
+    LinearVPSchedule,
+    cosine_alpha_bar,
+    cosine_betas,
+    geometric_sigmas,
+    linear_betas,
+    vp_schedule,
+)
+
+F64 = torch.float64
+
+
+def alpha_bars(schedule, T):
+    return torch.exp(schedule.log_alpha_bar(torch.arange(T + 1, dtype=F64) / T))
+
+
+@pytest.mark.parametrize(
+    "schedule,T",
+    [
+        (vp_schedule("linear", 1000), 1000),
+        (vp_schedule("linear", 50), 50),
+        (vp_schedule("cosine", 1000), 1000),
+        (vp_schedule("cosine", 20), 20),
+        (LinearVPSchedule(), 997),
+    ],
+)
+def test_alpha_bar_strictly_decreasing_in_unit_interval(schedule, T):
+    abar = alpha_bars(schedule, T)
+    assert abar[0] == 1.0
+    assert torch.all(abar[1:] > 0) and torch.all(abar[1:] < 1)
+    assert torch.all(abar[1:] < abar[:-1])
+
+
+def test_linear_alpha_bar_is_product_of_one_minus_beta():
+    betas = linear_betas(1000)
+    assert betas[0].item() == pytest.approx(1e-4, abs=1e-15) and betas[-1].item() == pytest.approx(0.02, abs=1e-15)
+    product = torch.tensor([math.prod(1 - b for b in betas[:i].tolist()) for i in range(1001)], dtype=F64)
+    assert torch.allclose(alpha_bars(DiscreteVPSchedule(betas), 1000), product, rtol=0, atol=1e-12)
+
+
+def test_linear_betas_scale_with_T():
+    assert torch.allclose(linear_betas(250)[[0, -1]], torch.tensor([4e-4, 0.08], dtype=F64), atol=1e-15)
+
+
+def test_cosine_matches_closed_form_where_unclipped():
+    T = 1000
+    betas = cosine_betas(T)
+    unclipped = betas < 0.999
+    assert unclipped[:-1].all() and not unclipped[-1]  # only the last step is clipped at T = 1000
+    abar = alpha_bars(DiscreteVPSchedule(betas), T)
+    t = torch.arange(T + 1, dtype=F64) / T
+    s = 0.008
+    closed = torch.cos((t + s) / (1 + s) * math.pi / 2) ** 2 / math.cos(s / (1 + s) * math.pi / 2) ** 2
+    assert torch.allclose(abar[:-1], closed[:-1], rtol=1e-10, atol=0)
+    assert torch.allclose(cosine_alpha_bar(t), closed, rtol=1e-14, atol=1e-300)
+    assert abar[-1] == pytest.approx(closed[-2].item() * (1 - 0.999), rel=1e-10)
+
+
+def test_continuous_linear_vp_closed_form():
+    sch = LinearVPSchedule(0.1, 20.0)
+    t = torch.tensor([0.0, 0.3, 1.0], dtype=F64)
+    expected = -(0.1 * t + 0.5 * 19.9 * t**2)
+    assert torch.allclose(sch.log_alpha_bar(t), expected, atol=1e-15)
+    # derivative by central differences
+    h = 1e-6
+    fd = (sch.log_alpha_bar(t[1] + h) - sch.log_alpha_bar(t[1] - h)) / (2 * h)
+    assert fd.item() == pytest.approx(-sch.beta(t[1]).item(), rel=1e-8)
+
+
+def test_discrete_schedule_is_piecewise_linear_between_grid_points():
+    sch = vp_schedule("linear", 10)
+    lab = sch.log_alpha_bars
+    mid = sch.log_alpha_bar(torch.tensor(0.35, dtype=F64))
+    assert mid.item() == pytest.approx(0.5 * (lab[3] + lab[4]).item(), abs=1e-15)
+    assert sch.d_log_alpha_bar(torch.tensor(0.35, dtype=F64)).item() == pytest.approx(
+        10 * math.log1p(-sch.betas[3].item()), rel=1e-12
+    )
+
+
+def test_geometric_sigmas():
+    s = geometric_sigmas(0.01, 50.0, 10)
+    assert s[0].item() == pytest.approx(50.0, rel=1e-14) and s[-1].item() == pytest.approx(0.01, rel=1e-14)
+    ratios = s[1:] / s[:-1]
+    assert torch.allclose(ratios, ratios[0].expand(9), rtol=1e-12)
+
+
+def test_bad_schedule_names():
+    with pytest.raises(UserError, match="cosine"):
+        vp_schedule("cosine", None)
+    with pytest.raises(UserError, match="expected 'linear' or 'cosine'"):
+        vp_schedule("quadratic", 1000)
