@@ -1,0 +1,5 @@
+import sys
+
+from fokker.cli import main
+
+sys.exit(main())

@@ -1,0 +1,136 @@
+"""Run configuration: nested dicts loaded from the YAML presets shipped in fokker/presets,
+overridden by `section.key=value` strings, and turned into a network, a process and a Denoiser."""
+
+from __future__ import annotations
+
+import copy
+from importlib import resources
+from typing import Any
+
+import yaml
+
+from fokker.errors import UserError
+
+DEFAULTS: dict[str, Any] = {
+    "data": {
+        "name": "moons",
+        "image_size": None,
+        "channels": None,
+        "num_points": 20000,
+        "shape": None,
+        "num_classes": None,
+    },
+    "process": {"type": "vp", "T": 1000, "schedule": "linear"},
+    "model": {
+        "prediction": "eps",
+        "conditioning": "time",
+        "clip": None,
+        "network": {"type": "mlp"},
+    },
+    "train": {
+        "batch_size": 128,
+        "lr": 1e-3,
+        "weight_decay": 0.0,
+        "warmup": 100,
+        "grad_clip": 1.0,
+        "ema_decay": 0.999,
+        "loss_target": None,
+        "steps": 2000,
+        "minutes": None,
+        "seed": 0,
+        "log_every": 50,
+        "sample_every": 1000,
+        "checkpoint_every": 1000,
+        "keep_last": 2,
+        "mixed_precision": "no",
+    },
+    "sample": {"sampler": "ddim", "steps": 50, "num": 64, "spacing": "uniform"},
+}
+
+FREE_FORM = {"process", "model.network"}  # sections whose keys belong to the object they configure
+
+
+def preset_names() -> list[str]:
+    """Names of the presets shipped with fokker."""
+    return sorted(p.name[:-5] for p in resources.files("fokker.presets").iterdir() if p.name.endswith(".yaml"))
+
+
+def merge(base: dict, update: dict, prefix: str = "") -> dict:
+    """Deep-merge `update` into a copy of `base`. Unknown keys are errors, except inside the free-form
+    sections (process, model.network), which a new "type" replaces whole."""
+    out = copy.deepcopy(base)
+    for key, value in update.items():
+        path = f"{prefix}{key}"
+        if path in FREE_FORM and isinstance(value, dict):
+            same_type = value.get("type", out[key].get("type")) == out[key].get("type")
+            out[key] = {**out[key], **value} if same_type else copy.deepcopy(value)
+        elif prefix.rstrip(".") in FREE_FORM:
+            out[key] = copy.deepcopy(value)
+        elif key not in out:
+            raise UserError(f"unknown config key {path!r}; known keys here: {sorted(out)}")
+        elif isinstance(out[key], dict):
+            if not isinstance(value, dict):
+                raise UserError(f"config key {path!r} is a section; set one of its keys: {sorted(out[key])}")
+            out[key] = merge(out[key], value, path + ".")
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def load_preset(name: str) -> dict:
+    """DEFAULTS merged with the named preset."""
+    if name not in preset_names():
+        raise UserError(f"unknown preset {name!r}; expected one of {preset_names()}")
+    text = resources.files("fokker.presets").joinpath(f"{name}.yaml").read_text()
+    return merge(DEFAULTS, yaml.safe_load(text) or {})
+
+
+def apply_overrides(config: dict, overrides: list[str]) -> dict:
+    """Apply `a.b.c=value` strings (value parsed as YAML, so 1e-3, true, [1, 2] and null work)."""
+    for item in overrides:
+        if "=" not in item:
+            raise UserError(f"bad override {item!r}; expected section.key=value, e.g. train.lr=1e-3")
+        path, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            raise UserError(f"bad value in override {item!r}: not valid YAML") from None
+        update: dict = {}
+        node = update
+        keys = path.strip().split(".")
+        for key in keys[:-1]:
+            node = node.setdefault(key, {})
+        node[keys[-1]] = value
+        config = merge(config, update)
+    return config
+
+
+def to_yaml(config: dict) -> str:
+    return yaml.safe_dump(config, sort_keys=False)
+
+
+def require(value: Any, kind: type | tuple[type, ...], name: str, check: Any = None, expected: str = "") -> None:
+    """Raise a UserError naming `name` when `value` is not of `kind` or fails `check`."""
+    ok = isinstance(value, kind) and not isinstance(value, bool) if kind is not bool else isinstance(value, bool)
+    if not ok or (check is not None and not check(value)):
+        raise UserError(f"bad value for {name}: {value!r}; expected {expected or getattr(kind, '__name__', kind)}")
+
+
+def validate(config: dict) -> None:
+    """Check the values a user is most likely to get wrong, with one clear message each."""
+    t = config["train"]
+    require(t["batch_size"], int, "train.batch_size", lambda v: v > 0, "a positive integer")
+    require(t["lr"], (int, float), "train.lr", lambda v: v > 0, "a positive number")
+    require(t["warmup"], int, "train.warmup", lambda v: v >= 0, "a non-negative integer")
+    require(t["ema_decay"], (int, float), "train.ema_decay", lambda v: 0 <= v < 1, "a number in [0, 1)")
+    require(t["keep_last"], int, "train.keep_last", lambda v: v >= 1, "an integer >= 1")
+    if t["steps"] is None and t["minutes"] is None:
+        raise UserError("give a training budget: train.steps or train.minutes (or --steps / --minutes)")
+    if t["steps"] is not None:
+        require(t["steps"], int, "train.steps", lambda v: v > 0, "a positive integer")
+    if t["minutes"] is not None:
+        require(t["minutes"], (int, float), "train.minutes", lambda v: v > 0, "a positive number")
+    for key in ("log_every", "sample_every", "checkpoint_every"):
+        require(t[key], int, f"train.{key}", lambda v: v > 0, "a positive integer")
+    if t["mixed_precision"] not in ("no", "fp16", "bf16"):
+        raise UserError(f"bad value for train.mixed_precision: {t['mixed_precision']!r}; expected no, fp16 or bf16")

@@ -1,0 +1,61 @@
+"""Networks: they know nothing of processes; they map (x, noise level, labels) to an output."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from torch import nn
+
+from fokker.errors import UserError
+
+from .embedding import TimeEmbedding, sinusoidal_embedding
+from .mlp import MLP
+from .unet import UNet
+
+__all__ = [
+    "MLP",
+    "NETWORKS",
+    "TimeEmbedding",
+    "UNet",
+    "build_network",
+    "count_parameters",
+    "sinusoidal_embedding",
+]
+
+NETWORKS: dict[str, type[nn.Module]] = {"unet": UNet, "mlp": MLP}
+_TUPLE_KEYS = {"channel_mult", "attention_resolutions"}
+
+
+def build_network(config: dict[str, Any]) -> nn.Module:
+    """Build a network from a JSON-able dict ``{"type": "unet" | "mlp", **constructor kwargs}``.
+
+    Lists are accepted where tuples are expected; ``build_network(net.config)`` rebuilds ``net``'s
+    architecture. Raises UserError naming the bad type, key or value and what is accepted.
+    """
+    if not isinstance(config, dict):
+        raise UserError(f"network config must be a dict, got {type(config).__name__}")
+    kwargs = dict(config)
+    kind = kwargs.pop("type", None)
+    if kind not in NETWORKS:
+        raise UserError(f"unknown network type {kind!r}; accepted: {', '.join(sorted(NETWORKS))}")
+    cls = NETWORKS[kind]
+    accepted = [p for p in inspect.signature(cls).parameters if p != "self"]
+    unknown = sorted(set(kwargs) - set(accepted))
+    if unknown:
+        raise UserError(
+            f"unknown key(s) {', '.join(map(repr, unknown))} for network type {kind!r}; "
+            f"accepted: type, {', '.join(accepted)}"
+        )
+    for key in _TUPLE_KEYS & set(kwargs):
+        if isinstance(kwargs[key], list):
+            kwargs[key] = tuple(kwargs[key])
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as e:
+        raise UserError(f"bad {kind!r} network config: {e}") from e
+
+
+def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
+    """Number of scalar parameters in ``module`` (only those with requires_grad if asked)."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)

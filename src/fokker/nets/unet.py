@@ -1,0 +1,232 @@
+"""Image U-Net in the style of Ho et al. 2020 (DDPM) and Nichol & Dhariwal 2021 (improved DDPM)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .embedding import LabelEmbedding, TimeEmbedding, batch_times, check_no_labels
+
+
+def _norm(channels: int, groups: int) -> nn.GroupNorm:
+    """GroupNorm whose group count is the largest divisor of ``channels`` that is <= ``groups``."""
+    g = max(d for d in range(1, min(groups, channels) + 1) if channels % d == 0)
+    return nn.GroupNorm(g, channels)
+
+
+def _zero(module: nn.Module) -> nn.Module:
+    """Zero a module's parameters (so a residual branch starts as the identity)."""
+    for p in module.parameters():
+        nn.init.zeros_(p)
+    return module
+
+
+class ResBlock(nn.Module):
+    """Residual block: GN-SiLU-conv, GN with FiLM scale/shift from the embedding, SiLU, dropout,
+    zero-initialised conv; 1x1 skip projection when the channel count changes."""
+
+    def __init__(self, cin: int, cout: int, emb_dim: int, dropout: float, groups: int) -> None:
+        super().__init__()
+        self.norm1 = _norm(cin, groups)
+        self.conv1 = nn.Conv2d(cin, cout, 3, padding=1)
+        self.film = nn.Linear(emb_dim, 2 * cout)
+        self.norm2 = _norm(cout, groups)
+        self.dropout = nn.Dropout(dropout)
+        self.conv2 = _zero(nn.Conv2d(cout, cout, 3, padding=1))
+        self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
+
+    def forward(self, x: Tensor, emb: Tensor) -> Tensor:
+        """``x``: (B, cin, H, W); ``emb``: (B, emb_dim), already passed through SiLU."""
+        h = self.conv1(F.silu(self.norm1(x)))
+        scale, shift = self.film(emb)[:, :, None, None].chunk(2, dim=1)
+        h = self.norm2(h) * (1 + scale) + shift
+        h = self.conv2(self.dropout(F.silu(h)))
+        return self.skip(x) + h
+
+
+class AttentionBlock(nn.Module):
+    """Multi-head self-attention over the H*W positions (GN, 1x1 qkv, zero-initialised output
+    projection, residual), using ``scaled_dot_product_attention``."""
+
+    def __init__(self, channels: int, num_heads: int, groups: int, resolution: int) -> None:
+        super().__init__()
+        if channels % num_heads:
+            raise ValueError(f"num_heads={num_heads} does not divide {channels} channels")
+        self.num_heads, self.resolution = num_heads, resolution
+        self.norm = _norm(channels, groups)
+        self.qkv = nn.Conv2d(channels, 3 * channels, 1)
+        self.proj = _zero(nn.Conv2d(channels, channels, 1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Attend over positions; input and output (B, C, H, W)."""
+        b, c, h, w = x.shape
+        qkv = self.qkv(self.norm(x)).reshape(b, 3, self.num_heads, c // self.num_heads, h * w)
+        q, k, v = qkv.transpose(-1, -2).unbind(1)  # each (B, heads, HW, C/heads)
+        out = F.scaled_dot_product_attention(q, k, v)
+        return x + self.proj(out.transpose(-1, -2).reshape(b, c, h, w))
+
+
+class ResAttn(nn.Module):
+    """A residual block followed by self-attention (or the identity) at one resolution."""
+
+    def __init__(self, res: ResBlock, attn: nn.Module) -> None:
+        super().__init__()
+        self.res, self.attn = res, attn
+
+    def forward(self, x: Tensor, emb: Tensor) -> Tensor:
+        """Apply the residual block with embedding ``emb``, then attention."""
+        return self.attn(self.res(x, emb))
+
+
+class Downsample(nn.Module):
+    """Stride-2 3x3 convolution: size n -> ceil(n / 2)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, stride=2, padding=1)
+
+    def forward(self, x: Tensor, emb: Tensor | None = None) -> Tensor:
+        """Halve the spatial size (rounding up); ``emb`` is ignored."""
+        return self.conv(x)
+
+
+class Upsample(nn.Module):
+    """Nearest-neighbour upsampling to an exact size (odd sizes round-trip), then a 3x3 conv."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x: Tensor, size: tuple[int, int]) -> Tensor:
+        """Upsample ``x`` to spatial ``size``."""
+        return self.conv(F.interpolate(x, size=size, mode="nearest"))
+
+
+def level_resolutions(
+    channel_mult: tuple[int, ...], attention_resolutions: tuple[int, ...], image_size: int | None
+) -> list[int]:
+    """Spatial size of each U-Net level (n, ceil(n/2), ...).
+
+    Without ``image_size`` the deepest level is taken to be ``min(attention_resolutions)`` and each
+    level above it twice the one below (exact for 28x28 with (14, 7) or (7,) and three levels).
+    """
+    levels = len(channel_mult)
+    if image_size is not None:
+        sizes = [image_size]
+        for _ in range(levels - 1):
+            sizes.append(math.ceil(sizes[-1] / 2))
+    elif attention_resolutions:
+        sizes = [min(attention_resolutions) * 2 ** (levels - 1 - i) for i in range(levels)]
+    else:
+        return [0] * levels
+    bad = sorted(set(attention_resolutions) - set(sizes))
+    if bad:
+        how = f"image_size={image_size}" if image_size else "no image_size (pass one)"
+        raise ValueError(
+            f"attention resolution(s) {bad} not reachable with {how} and {levels} levels; "
+            f"valid sizes: {sizes}"
+        )
+    return sizes
+
+
+class UNet(nn.Module):
+    """Noise-conditional U-Net (Ho et al. 2020; Nichol & Dhariwal 2021) mapping (x, t, y) to an
+    output of the same spatial size; the final conv is zero-initialised, so it outputs 0 at init.
+
+    ``attention_resolutions`` are spatial sizes at which self-attention follows each residual
+    block (down and up paths, and the middle block when its size is listed). Pass ``image_size``
+    to place and check them exactly; without it the smallest listed size is the deepest level's.
+    With ``num_classes`` set, labels ``y`` in ``[0, num_classes]`` are embedded (``num_classes``
+    is the null class used when ``y`` is None) and added to the time embedding.
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 1,
+        out_channels: int | None = None,
+        base_channels: int = 32,
+        channel_mult: tuple[int, ...] = (1, 2, 2),
+        num_res_blocks: int = 1,
+        attention_resolutions: tuple[int, ...] = (7,),
+        dropout: float = 0.0,
+        num_heads: int = 4,
+        num_classes: int | None = None,
+        time_scale: float = 1000.0,
+        groups: int = 8,
+        image_size: int | None = None,
+    ) -> None:
+        super().__init__()
+        channel_mult, attention_resolutions = tuple(channel_mult), tuple(attention_resolutions)
+        out_channels = out_channels or in_channels
+        if not channel_mult or num_res_blocks < 1:
+            raise ValueError("channel_mult must be non-empty and num_res_blocks >= 1")
+        self.config = {
+            "type": "unet", "in_channels": in_channels, "out_channels": out_channels,
+            "base_channels": base_channels, "channel_mult": list(channel_mult),
+            "num_res_blocks": num_res_blocks, "attention_resolutions": list(attention_resolutions),
+            "dropout": dropout, "num_heads": num_heads, "num_classes": num_classes,
+            "time_scale": time_scale, "groups": groups, "image_size": image_size,
+        }  # fmt: skip
+        sizes = level_resolutions(channel_mult, attention_resolutions, image_size)
+        emb_dim = 4 * base_channels
+        self.time_embed = TimeEmbedding(base_channels, emb_dim, scale=time_scale)
+        self.label_embed = None if num_classes is None else LabelEmbedding(num_classes, emb_dim)
+
+        def block(cin: int, cout: int, res: int) -> ResAttn:
+            attn: nn.Module = nn.Identity()
+            if res in attention_resolutions:
+                attn = AttentionBlock(cout, num_heads, groups, res)
+            return ResAttn(ResBlock(cin, cout, emb_dim, dropout, groups), attn)
+
+        self.conv_in = nn.Conv2d(in_channels, base_channels, 3, padding=1)
+        self.down = nn.ModuleList()  # flat: ResAttn * n, Downsample, ...; every output is a skip
+        skips, ch = [base_channels], base_channels
+        for i, mult in enumerate(channel_mult):
+            for _ in range(num_res_blocks):
+                self.down.append(block(ch, base_channels * mult, sizes[i]))
+                ch = base_channels * mult
+                skips.append(ch)
+            if i < len(channel_mult) - 1:
+                self.down.append(Downsample(ch))
+                skips.append(ch)
+
+        mid_res = ResBlock(ch, ch, emb_dim, dropout, groups)
+        self.mid = nn.ModuleList([block(ch, ch, sizes[-1]), mid_res])
+
+        self.up = nn.ModuleList()  # flat: ResAttn * (n + 1) on [h, skip], Upsample, ...
+        for i, mult in reversed(list(enumerate(channel_mult))):
+            for _ in range(num_res_blocks + 1):
+                self.up.append(block(ch + skips.pop(), base_channels * mult, sizes[i]))
+                ch = base_channels * mult
+            if i > 0:
+                self.up.append(Upsample(ch))
+
+        self.out = nn.Sequential(
+            _norm(ch, groups), nn.SiLU(), _zero(nn.Conv2d(ch, out_channels, 3, padding=1))
+        )
+
+    def forward(self, x: Tensor, t: Tensor | float, y: Tensor | None = None) -> Tensor:
+        """``x``: (B, C, H, W); ``t``: (B,) or scalar noise level; ``y``: (B,) labels or None."""
+        b = x.shape[0]
+        emb = self.time_embed(batch_times(t, b, x.device))
+        if self.label_embed is not None:
+            emb = emb + self.label_embed(y, b)
+        else:
+            check_no_labels(y)
+        emb = F.silu(emb).to(x.dtype)
+
+        hs = [self.conv_in(x)]
+        for m in self.down:
+            hs.append(m(hs[-1], emb))
+        h = hs[-1]
+        for m in self.mid:
+            h = m(h, emb)
+        for m in self.up:
+            if isinstance(m, Upsample):
+                h = m(h, hs[-1].shape[-2:])
+            else:
+                h = m(torch.cat([h, hs.pop()], dim=1), emb)
+        return self.out(h)
