@@ -83,13 +83,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     extra += [f"train.seed={args.seed}"] if args.seed is not None else []
     extra += [f"train.batch_size={args.batch_size}"] if args.batch_size is not None else []
     config = apply_overrides(config, extra + args.overrides)
-    budget = {"steps": args.steps, "minutes": args.minutes}
-    if args.steps is not None and args.minutes is None:
-        budget["minutes"] = None
-    if args.minutes is not None and args.steps is None:
-        config["train"]["steps"] = None
+    # --steps or --minutes alone is the whole budget; both together: whichever comes first
+    budget = {k: v for k, v in {"steps": args.steps, "minutes": args.minutes}.items() if v is not None}
+    if len(budget) == 1:
+        budget.setdefault("steps", None)
+        budget.setdefault("minutes", None)
     if args.dry_run:
-        config["train"].update({k: v for k, v in budget.items() if v is not None})
+        config["train"].update(budget)
         validate(config)
         print(to_yaml(config), end="")
         return 0

@@ -62,14 +62,14 @@ def dataset_for(config: dict, split: str = "train") -> Dataset:
 
 def prepare_run(config: dict, out: Path, resume: bool, budget: dict) -> dict:
     """The config to train with: a fresh one (refusing to overwrite a run) or the run's own on resume,
-    with the budget keys (steps, minutes) taken from `budget` when given."""
+    with the budget keys (steps, minutes) in `budget` replacing the config's."""
     if resume:
         if not (out / "config.yaml").exists():
             raise UserError(f"cannot resume: {out} holds no run (no config.yaml)")
         config = yaml.safe_load((out / "config.yaml").read_text())
     elif any((out / f).exists() for f in RUN_FILES):
         raise UserError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
-    config["train"].update({k: v for k, v in budget.items() if v is not None})
+    config["train"].update(budget)
     validate(config)
     return config
 
