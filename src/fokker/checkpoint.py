@@ -77,7 +77,11 @@ def save_checkpoint(run: Path, step: int, parts: dict[str, Any], keep_last: int)
         shutil.rmtree(final)
     os.replace(tmp, final)
     atomic_write_text(run / "latest", name + "\n")
-    for old in sorted(p for p in root.iterdir() if p.name.startswith("step_"))[:-keep_last]:
+    # prune relative to this checkpoint: later ones are left over from a run resumed from an earlier one
+    # (a kill between the rename and `latest`), and must not push this one out
+    saved = sorted(p for p in root.iterdir() if p.name.startswith("step_"))
+    older = [p for p in saved if p.name < name]
+    for old in older[: max(len(older) - keep_last + 1, 0)] + [p for p in saved if p.name > name]:
         shutil.rmtree(old, ignore_errors=True)
     return final
 

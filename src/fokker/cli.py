@@ -16,6 +16,11 @@ TRAIN_EXAMPLE = """examples:
   fokker train --out runs/mnist --resume --minutes 20      (continue a run, up to 20 minutes in all)
   fokker train --preset digits --dry-run                    (print the resolved config)"""
 
+MAIN_EXAMPLE = """examples:
+  fokker train --preset toy --steps 2000 --out runs/moons
+  fokker sample --checkpoint runs/moons --num 2000 --out moons.png
+  fokker train --help                                       (every option of a command)"""
+
 SAMPLE_EXAMPLE = """examples:
   fokker sample --checkpoint runs/mnist --sampler ddim --steps 50 --num 64 --seed 0 --out grid.png
   fokker sample --checkpoint runs/mnist --sampler ddpm --steps 1000 --variance beta --out ddpm.png
@@ -26,9 +31,11 @@ def build_parser() -> argparse.ArgumentParser:
     from fokker.config import preset_names
     from fokker.samplers import SAMPLERS, SPACINGS
 
-    parser = argparse.ArgumentParser(prog="fokker", description="Diffusion models, correct to the formula.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     fmt = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(
+        prog="fokker", description="Diffusion models, correct to the formula.", epilog=MAIN_EXAMPLE, formatter_class=fmt
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     t = sub.add_parser(
         "train",
@@ -93,7 +100,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         validate(config)
         print(to_yaml(config), end="")
         return 0
-    if args.resume and (args.overrides or args.preset or args.data):
+    config_args = (args.overrides, args.preset, args.data, args.seed is not None, args.batch_size is not None)
+    if args.resume and any(config_args):
         raise UserError("--resume continues a run with its own config; only --steps / --minutes may change")
     result = train(
         config, Path(args.out), resume=args.resume, device=args.device, budget=budget, progress=not args.no_progress

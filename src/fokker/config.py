@@ -4,6 +4,7 @@ overridden by `section.key=value` strings, and turned into a network, a process 
 from __future__ import annotations
 
 import copy
+import re
 from importlib import resources
 from typing import Any
 
@@ -85,6 +86,9 @@ def load_preset(name: str) -> dict:
     return merge(DEFAULTS, yaml.safe_load(text) or {})
 
 
+_EXPONENT_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
 def apply_overrides(config: dict, overrides: list[str]) -> dict:
     """Apply `a.b.c=value` strings (value parsed as YAML, so 1e-3, true, [1, 2] and null work)."""
     for item in overrides:
@@ -95,6 +99,8 @@ def apply_overrides(config: dict, overrides: list[str]) -> dict:
             value = yaml.safe_load(raw)
         except yaml.YAMLError:
             raise UserError(f"bad value in override {item!r}: not valid YAML") from None
+        if isinstance(value, str) and _EXPONENT_FLOAT.fullmatch(value):
+            value = float(value)  # YAML 1.1 (PyYAML) reads 1e-3, without a dot, as a string
         update: dict = {}
         node = update
         keys = path.strip().split(".")

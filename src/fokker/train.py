@@ -45,7 +45,10 @@ def make_accelerator(device: str, mixed_precision: str) -> Accelerator:
         raise UserError("--device cuda asked for, but no CUDA device is available")
     if device == "mps" and not torch.backends.mps.is_available():
         raise UserError("--device mps asked for, but no MPS device is available")
-    return Accelerator(cpu=device == "cpu", mixed_precision=mixed_precision)
+    # "auto" with neither CUDA nor MPS must ask for the CPU: only then does Accelerate join the processes
+    # of torchrun / accelerate launch into one group (otherwise each would train alone into the same run)
+    cpu = device == "cpu" or (device == "auto" and not (torch.cuda.is_available() or torch.backends.mps.is_available()))
+    return Accelerator(cpu=cpu, mixed_precision=mixed_precision)
 
 
 def dataset_for(config: dict, split: str = "train") -> Dataset:
@@ -90,6 +93,7 @@ def train(
     config = resolve_config(config, dataset)
     tc = config["train"]
     acc = make_accelerator(device, tc["mixed_precision"])
+    torch.manual_seed(tc["seed"])  # the initial weights: the seed's, the same on every process
     network, _ = build_model(config)
     optimizer = torch.optim.AdamW(network.parameters(), lr=tc["lr"], weight_decay=tc["weight_decay"])
     warmup = max(tc["warmup"], 1)
@@ -109,8 +113,9 @@ def train(
         rng = state["rng"]
         if rng["gen"].shape[0] != world:
             raise UserError(f"the run was trained on {rng['gen'].shape[0]} processes; resume it on as many")
-        torch.set_rng_state(rng["torch"][rank])
-        gen.set_state(rng["gen"][rank])
+        # clone: the row of process > 0 is a view at an offset, which set_state misreads (crashes, even)
+        torch.set_rng_state(rng["torch"][rank].clone())
+        gen.set_state(rng["gen"][rank].clone())
     ema.model.to(acc.device)
     model, optimizer = acc.prepare(network, optimizer)
     denoiser = denoiser_for(model, config)
@@ -201,7 +206,8 @@ def train(
         if step % tc["sample_every"] == 0:
             draw()
     bar.close()
-    if not (out / "checkpoints" / f"step_{step:08d}").exists():
+    latest = out / "latest"  # not the folder's existence: a kill before `latest` was written can leave it
+    if not (latest.exists() and latest.read_text().strip() == f"step_{step:08d}"):
         save()
         draw()
     if loss_n:
@@ -223,7 +229,11 @@ def done(step: int, elapsed: float, tc: dict, acc: Accelerator) -> bool:
 def sample_pictures(denoiser: Denoiser, config: dict, x_T: torch.Tensor) -> torch.Tensor:
     """Samples from fixed noise with the config's sampler, for the pictures written during training."""
     s = config["sample"]
-    x, _ = sample(denoiser, s["sampler"], s["steps"], x_T=x_T * denoiser.process.prior_std, spacing=s["spacing"])
+    # a stochastic sampler's noise comes from its own generator: fixed from picture to picture, and the
+    # global RNG (dropout), saved in checkpoints for exact resume, is left alone
+    gen = torch.Generator(x_T.device).manual_seed(config["train"]["seed"])
+    x_T = x_T * denoiser.process.prior_std
+    x, _ = sample(denoiser, s["sampler"], s["steps"], x_T=x_T, spacing=s["spacing"], generator=gen)
     return x
 
 

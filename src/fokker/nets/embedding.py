@@ -8,9 +8,7 @@ import torch
 from torch import Tensor, nn
 
 
-def sinusoidal_embedding(
-    t: Tensor, dim: int, scale: float = 1000.0, max_period: float = 10000.0
-) -> Tensor:
+def sinusoidal_embedding(t: Tensor, dim: int, scale: float = 1000.0, max_period: float = 10000.0) -> Tensor:
     """Sinusoidal embedding of ``scale * t`` (Vaswani et al. 2017, sec. 3.5; Ho et al. 2020).
 
     With ``half = dim // 2`` and frequencies ``w_k = max_period ** (-k / half)``, k < half, the
@@ -56,9 +54,7 @@ class TimeEmbedding(nn.Module):
         super().__init__()
         out_dim = out_dim or embed_dim
         self.embed_dim, self.scale, self.max_period = embed_dim, scale, max_period
-        self.mlp = nn.Sequential(
-            nn.Linear(embed_dim, out_dim), nn.SiLU(), nn.Linear(out_dim, out_dim)
-        )
+        self.mlp = nn.Sequential(nn.Linear(embed_dim, out_dim), nn.SiLU(), nn.Linear(out_dim, out_dim))
 
     def forward(self, t: Tensor) -> Tensor:
         """Map times ``(batch,)`` to embeddings ``(batch, out_dim)``."""
@@ -93,8 +89,7 @@ class LabelEmbedding(nn.Module):
         if lo < 0 or hi > self.num_classes:
             bad = lo if lo < 0 else hi
             raise ValueError(
-                f"class label {bad} out of range; accepted 0..{self.num_classes} "
-                f"({self.num_classes} = null class)"
+                f"class label {bad} out of range; accepted 0..{self.num_classes} ({self.num_classes} = null class)"
             )
         return self.table(y.long())
 

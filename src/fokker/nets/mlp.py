@@ -38,13 +38,9 @@ class MLP(nn.Module):
             "time_embed_dim": time_embed_dim,
         }  # fmt: skip
         self.time_embed = TimeEmbedding(time_embed_dim, scale=time_scale)
-        self.label_embed = (
-            None if num_classes is None else LabelEmbedding(num_classes, time_embed_dim)
-        )
+        self.label_embed = None if num_classes is None else LabelEmbedding(num_classes, time_embed_dim)
         self.emb_proj = nn.Linear(time_embed_dim, depth * hidden)  # all P_i at once
-        self.layers = nn.ModuleList(
-            [nn.Linear(dim if i == 0 else hidden, hidden) for i in range(depth)]
-        )
+        self.layers = nn.ModuleList([nn.Linear(dim if i == 0 else hidden, hidden) for i in range(depth)])
         self.head = nn.Linear(hidden, out_dim)
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)

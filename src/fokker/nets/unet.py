@@ -126,8 +126,7 @@ def level_resolutions(
     if bad:
         how = f"image_size={image_size}" if image_size else "no image_size (pass one)"
         raise ValueError(
-            f"attention resolution(s) {bad} not reachable with {how} and {levels} levels; "
-            f"valid sizes: {sizes}"
+            f"attention resolution(s) {bad} not reachable with {how} and {levels} levels; valid sizes: {sizes}"
         )
     return sizes
 
@@ -204,9 +203,7 @@ class UNet(nn.Module):
             if i > 0:
                 self.up.append(Upsample(ch))
 
-        self.out = nn.Sequential(
-            _norm(ch, groups), nn.SiLU(), _zero(nn.Conv2d(ch, out_channels, 3, padding=1))
-        )
+        self.out = nn.Sequential(_norm(ch, groups), nn.SiLU(), _zero(nn.Conv2d(ch, out_channels, 3, padding=1)))
 
     def forward(self, x: Tensor, t: Tensor | float, y: Tensor | None = None) -> Tensor:
         """``x``: (B, C, H, W); ``t``: (B,) or scalar noise level; ``y``: (B,) labels or None."""
