@@ -9,7 +9,9 @@ import pytest
 import torch
 
 import fokker
+from fokker.denoiser import from_x0_eps
 from fokker.errors import UserError
+from fokker.processes import expand_as
 from fokker.targets import GaussianMixture, GaussianTarget, exact_denoiser
 
 F64 = torch.float64
@@ -170,3 +172,28 @@ def test_sampler_option_errors():
         fokker.sample(d, "ddim", 10, shape=(2, 2), eta=1.5)
     with pytest.raises(UserError, match="unknown variance"):
         fokker.sample(d, "ddpm", 10, shape=(2, 2), variance="learned")
+
+
+@pytest.mark.parametrize("prediction", ["eps", "x0", "v", "score"])
+@pytest.mark.parametrize("process", [LINEAR, fokker.VE(0.01, 5.0)], ids=["vp", "ve"])
+@pytest.mark.parametrize("sampler,options", [("ddim", {}), ("ddpm", {"variance": "beta"})])
+def test_folded_update_equals_x0_eps_form(prediction, process, sampler, options):
+    """Without a callback the loop folds each step into x_s = A x + B out; with one it forms x0_hat
+    and eps_hat. Both, for every prediction type of the same exact model, give the same samples."""
+    exact = exact_denoiser(MIXTURE, process)
+
+    def fn(x, t):
+        x0, eps = exact.predict(x, t)
+        return from_x0_eps(x0, eps, *(expand_as(f(t), x) for f in (process.alpha, process.sigma)), prediction)
+
+    d = fokker.Denoiser(fn, process, prediction=prediction)
+    x_T = torch.randn(256, 2, generator=torch.Generator().manual_seed(0), dtype=F64) * process.prior_std
+    draw = lambda **kw: run_from(d, sampler, x_T, **options, **kw)  # noqa: E731
+    folded, explicit = draw(), draw(callback=lambda k, x, x0: None)
+    reference = run_from(exact, sampler, x_T, **options)
+    assert torch.allclose(folded, explicit, atol=1e-8, rtol=1e-8)
+    assert torch.allclose(folded, reference, atol=1e-8, rtol=1e-8)
+
+
+def run_from(d, sampler, x_T, **options):
+    return fokker.sample(d, sampler, 20, x_T=x_T, generator=torch.Generator().manual_seed(1), **options)[0]

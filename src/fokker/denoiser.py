@@ -40,6 +40,22 @@ def to_x0_eps(
     raise UserError(f"unknown prediction {prediction!r}; expected one of {PREDICTIONS}")
 
 
+def linear_coefficients(alpha: Coef, sigma: Coef, prediction: str) -> tuple[Coef, Coef, Coef, Coef]:
+    """(a0, b0, a1, b1) with x_0 = a0 x + b0 out and eps = a1 x + b1 out: `to_x0_eps` is linear in
+    (x, out) for every prediction type, so a sampler step that is linear in (x_0, eps) folds into
+    one update x_s = A x + B out with coefficients computed before the loop."""
+    if prediction == "eps":
+        return 1 / alpha, -sigma / alpha, 0.0 * alpha, 1.0 + 0.0 * alpha
+    if prediction == "x0":
+        return 0.0 * sigma, 1.0 + 0.0 * sigma, 1 / sigma, -alpha / sigma
+    if prediction == "v":
+        r = alpha * alpha + sigma * sigma
+        return alpha / r, -sigma / r, sigma / r, alpha / r
+    if prediction == "score":
+        return 1 / alpha, sigma * sigma / alpha, 0.0 * sigma, -sigma
+    raise UserError(f"unknown prediction {prediction!r}; expected one of {PREDICTIONS}")
+
+
 def from_x0_eps(x0: torch.Tensor, eps: torch.Tensor, alpha: Coef, sigma: Coef, prediction: str) -> torch.Tensor:
     """The quantity of type `prediction` given (x_0, eps): the inverse of `to_x0_eps`."""
     if prediction == "eps":

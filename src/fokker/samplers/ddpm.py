@@ -9,11 +9,12 @@ returns x0_hat with no noise added."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 from tqdm.auto import tqdm
 
-from fokker.denoiser import Denoiser
+from fokker.denoiser import Denoiser, linear_coefficients
 from fokker.errors import UserError
 from fokker.samplers.noise import Generators, randn
 from fokker.samplers.registry import register
@@ -21,8 +22,22 @@ from fokker.samplers.registry import register
 VARIANCES = ("beta_tilde", "beta")
 
 
-def _steps(denoiser: Denoiser, x: torch.Tensor, times: torch.Tensor, std_fn: Callable) -> list[tuple]:
-    """Per-step (conditioning, alpha_t, sigma_t, alpha_s, c_eps, std) for consecutive grid times."""
+class Step(NamedTuple):
+    """One step t -> s of a grid, coefficients as python floats: x_s = alpha_s x0_hat + c_eps eps_hat
+    + std z, and the same folded into x_s = A x_t + B out + std z, out being the network's output."""
+
+    c: torch.Tensor  # the network's noise conditioning at t, shape (batch,)
+    alpha_t: float
+    sigma_t: float
+    alpha_s: float
+    c_eps: float
+    std: float
+    A: float
+    B: float
+
+
+def _steps(denoiser: Denoiser, x: torch.Tensor, times: torch.Tensor, std_fn: Callable) -> list[Step]:
+    """The coefficients of every step between consecutive grid times, computed once in float64."""
     process = denoiser.process
     t, s = times[:-1], times[1:]
     alpha_t, sigma_t = process.alpha(t), process.sigma(t)
@@ -32,27 +47,36 @@ def _steps(denoiser: Denoiser, x: torch.Tensor, times: torch.Tensor, std_fn: Cal
     std, c_eps = std_fn(var_post, var_ts, a_ts, sigma_s, sigma_t)
     last = s == 0  # land on the data: x0_hat, no noise
     alpha_s, c_eps, std = alpha_s.where(~last, 1.0), c_eps.where(~last, 0.0), std.where(~last, 0.0)
-    cond = denoiser.condition(t).to(device=x.device, dtype=x.dtype)
-    rows = zip(alpha_t.tolist(), sigma_t.tolist(), alpha_s.tolist(), c_eps.tolist(), std.tolist(), strict=True)
-    return [(cond[k].expand(x.shape[0]), *row) for k, row in enumerate(rows)]
+    a0, b0, a1, b1 = linear_coefficients(alpha_t, sigma_t, denoiser.prediction)
+    A, B = alpha_s * a0 + c_eps * a1, alpha_s * b0 + c_eps * b1
+    cond = denoiser.condition(t).to(device=x.device, dtype=x.dtype)[:, None].expand(-1, x.shape[0]).unbind(0)
+    columns = (alpha_t, sigma_t, alpha_s, c_eps, std, A, B)
+    return [Step(c, *row) for c, row in zip(cond, zip(*(v.tolist() for v in columns), strict=True), strict=True)]
 
 
 @torch.no_grad()
 def _run(
     denoiser: Denoiser,
     x: torch.Tensor,
-    steps: list[tuple],
+    steps: list[Step],
     generator: Generators,
     callback: Callable | None,
     model_kwargs: dict | None,
     progress: bool,
 ) -> tuple[torch.Tensor, dict]:
+    """The loop. Without clipping or a callback, which need x0_hat itself, each step is two tensor
+    operations on the network's output (plus the noise); otherwise x0_hat and eps_hat are formed."""
     nfe0, model_kwargs = denoiser.nfe, model_kwargs or {}
-    for k, (c, alpha_t, sigma_t, alpha_s, c_eps, std) in enumerate(tqdm(steps, disable=not progress, leave=False)):
-        x0, eps = denoiser.predict(x, c, alpha=alpha_t, sigma=sigma_t, c=c, **model_kwargs)
-        x_next = x0.mul(alpha_s).add_(eps, alpha=c_eps)
-        if std > 0:
-            x_next.add_(randn(x.shape, generator, device=x.device, dtype=x.dtype), alpha=std)
+    folded = denoiser.clip is None and callback is None
+    for k, step in enumerate(tqdm(steps, leave=False) if progress else steps):
+        if folded:
+            out = denoiser.raw(x, None, step.c, **model_kwargs)
+            x_next = torch.add(x * step.A, out, alpha=step.B)
+        else:
+            x0, eps = denoiser.predict(x, None, alpha=step.alpha_t, sigma=step.sigma_t, c=step.c, **model_kwargs)
+            x_next = x0.mul(step.alpha_s).add_(eps, alpha=step.c_eps)
+        if step.std > 0:
+            x_next.add_(randn(x.shape, generator, device=x.device, dtype=x.dtype), alpha=step.std)
         x = x_next
         if callback is not None:
             callback(k, x, x0)
