@@ -1,5 +1,5 @@
 # Two entry points: `make demo` (set up, train on MNIST for ~10 CPU minutes, sample, picture + metrics)
-# and `make test` (set up, run the whole test suite). Both create .venv on first use.
+# with the preset's sampler (DDPM, 100 steps), and `make test` (set up, run the whole test suite). Both create .venv on first use.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 FOKKER := $(VENV)/bin/fokker
@@ -20,7 +20,7 @@ install: $(VENV)/.installed
 demo: install
 	rm -rf $(DEMO)
 	$(FOKKER) train --preset mnist --minutes $(MINUTES) --out $(DEMO)
-	$(FOKKER) sample --checkpoint $(DEMO) --sampler ddim --steps 50 --num 64 --seed 0 --out $(DEMO)/samples.png
+	$(FOKKER) sample --checkpoint $(DEMO) --num 64 --seed 0 --out $(DEMO)/samples.png
 	@echo "picture: $(DEMO)/samples.png   training metrics: $(DEMO)/metrics.jsonl"
 
 test: install

@@ -118,6 +118,11 @@ def test_train_and_sample_images_on_digits(tmp_path):
     assert arrays["images"].shape == (6, 8, 8, 1) and arrays["images"].dtype == np.uint8
     with Image.open(tmp_path / "grid.png") as img:
         assert img.format == "PNG" and img.mode == "L"
+    # without --sampler / --steps / --spacing: the run's own sample section
+    r = fokker("sample", "--checkpoint", "run", "--num", "2", "--out", "own.png", "--no-progress", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    sample_config = load_preset("digits")["sample"]
+    assert f"with {sample_config['sampler']} (3 steps, {sample_config['spacing']} spacing)" in r.stdout
 
 
 # --------------------------------------------------------------------------- help, dry run

@@ -1,3 +1,5 @@
+"""`python -m fokker`: the `fokker` command."""
+
 import sys
 
 from fokker.cli import main

@@ -27,6 +27,7 @@ CONFIG_KEY = "fokker_config"
 
 
 def atomic_write_text(path: Path, text: str) -> None:
+    """Write `text` to a hidden temporary file beside `path`, then rename it over `path` (atomic)."""
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text)
     os.replace(tmp, path)

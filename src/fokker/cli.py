@@ -28,6 +28,7 @@ SAMPLE_EXAMPLE = """examples:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The `fokker` argument parser, one subcommand per job."""
     from fokker.config import preset_names
     from fokker.samplers import SAMPLERS, SPACINGS
 
@@ -67,9 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Sample a grid (images) or a scatter plot (2-D data).",
     )
     s.add_argument("--checkpoint", required=True, help="a run folder or an exported .safetensors file")
-    s.add_argument("--sampler", default="ddim", help=f"one of {', '.join(sorted(SAMPLERS))} (default: ddim)")
-    s.add_argument("--steps", type=int, default=50, help="number of sampler steps (default: 50)")
-    s.add_argument("--spacing", default="uniform", help=f"time grid: {', '.join(SPACINGS)} (default: uniform)")
+    run_default = "(default: the run's config, sample section)"
+    s.add_argument("--sampler", help=f"one of {', '.join(sorted(SAMPLERS))} {run_default}")
+    s.add_argument("--steps", type=int, help=f"number of sampler steps {run_default}")
+    s.add_argument("--spacing", help=f"time grid: {', '.join(SPACINGS)} {run_default}")
     s.add_argument("--num", type=int, default=64, help="number of samples (default: 64)")
     s.add_argument("--seed", type=int, default=0, help="sample i is drawn from its own seed (seed, i) (default: 0)")
     s.add_argument("--batch-size", type=int, default=256, help="samples per batch; does not change the result")
@@ -82,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    """`fokker train`: resolve the config, then train (or print it with --dry-run)."""
     from fokker.config import apply_overrides, load_preset, to_yaml, validate
     from fokker.train import train
 
@@ -114,6 +117,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
+    """`fokker sample`: load a run's EMA weights, sample with per-image seeds, write a grid and .npz."""
     import numpy as np
     import torch
     from tqdm.auto import tqdm
@@ -130,10 +134,15 @@ def cmd_sample(args: argparse.Namespace) -> int:
     if out.suffix.lower() != ".png":
         raise UserError(f"--out must name a .png file, got {out}")
     options = {k: v for k, v in {"eta": args.eta, "variance": args.variance}.items() if v is not None}
-    sampler = get_sampler(args.sampler)
-    check_options(args.sampler, options)
+    if args.sampler is not None:
+        check_options(args.sampler, options)
     device = make_accelerator(args.device, "no").device
     denoiser, config = load_model(args.checkpoint, device)
+    for key in ("sampler", "steps", "spacing"):
+        if getattr(args, key) is None:
+            setattr(args, key, config["sample"][key])
+    sampler = get_sampler(args.sampler)
+    check_options(args.sampler, options)
     times = time_grid(denoiser.process, args.steps, args.spacing)
     shape = tuple(config["data"]["shape"])
     chunks, nfe, start = [], 0, time.time()
@@ -167,6 +176,7 @@ COMMANDS = {"train": cmd_train, "sample": cmd_sample}
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; a user's mistake prints one line and exits with status 2."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -112,6 +112,7 @@ def apply_overrides(config: dict, overrides: list[str]) -> dict:
 
 
 def to_yaml(config: dict) -> str:
+    """The config as YAML, keys in their natural order."""
     return yaml.safe_dump(config, sort_keys=False)
 
 

@@ -41,6 +41,7 @@ def build_model(config: dict) -> tuple[nn.Module, Denoiser]:
 
 
 def denoiser_for(network: nn.Module, config: dict) -> Denoiser:
+    """The Denoiser the config's model section describes, around `network`."""
     m = config["model"]
     clip = tuple(m["clip"]) if m.get("clip") is not None else None
     return Denoiser(network, process_from_config(config["process"]), m["prediction"], clip, m["conditioning"])

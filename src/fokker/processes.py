@@ -36,9 +36,11 @@ class Process:
 
     # -- the two functions that define a process ------------------------------------------------
     def log_alpha(self, t: Scalar) -> torch.Tensor:
+        """log alpha(t), the signal scale of x_t = alpha(t) x_0 + sigma(t) eps."""
         raise NotImplementedError  # abstract
 
     def sigma(self, t: Scalar) -> torch.Tensor:
+        """sigma(t), the noise scale of x_t = alpha(t) x_0 + sigma(t) eps."""
         raise NotImplementedError  # abstract
 
     def d_log_alpha(self, t: Scalar) -> torch.Tensor:
@@ -51,6 +53,7 @@ class Process:
 
     # -- derived quantities -----------------------------------------------------------------------
     def alpha(self, t: Scalar) -> torch.Tensor:
+        """alpha(t) = exp(log alpha(t)); sqrt(alpha-bar_t) for VP (Ho et al. 2020, eq. 4)."""
         return torch.exp(self.log_alpha(t))
 
     def log_snr(self, t: Scalar) -> torch.Tensor:
@@ -148,6 +151,7 @@ class VP(Process):
         return 0.5 * self.schedule.log_alpha_bar(t)
 
     def alpha_bar(self, t: Scalar) -> torch.Tensor:
+        """alpha-bar(t) = alpha(t)^2 (Ho et al. 2020, eq. 4)."""
         return torch.exp(self.schedule.log_alpha_bar(t))
 
     def sigma(self, t: Scalar) -> torch.Tensor:

@@ -31,6 +31,8 @@ RUN_FILES = ("config.yaml", "latest", "model.safetensors", "checkpoints")
 
 @dataclass
 class TrainResult:
+    """Where a training run was written, the step it reached and its seconds of training."""
+
     run: Path
     step: int
     elapsed: float
@@ -52,6 +54,7 @@ def make_accelerator(device: str, mixed_precision: str) -> Accelerator:
 
 
 def dataset_for(config: dict, split: str = "train") -> Dataset:
+    """The data set the config's data section names."""
     d = config["data"]
     return load_dataset(
         d["name"],
