@@ -16,9 +16,6 @@ import argparse
 import gc
 import itertools
 import math
-import os
-import platform
-import re
 import shlex
 import statistics
 import subprocess
@@ -26,22 +23,15 @@ import sys
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
-from pathlib import Path
 
 import torch
+from _common import DOCS, busy, load, machine, write_section
 
 import fokker
 
 T = 1000
 BETA_START, BETA_END = 1e-4, 0.02
-DOCS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 SECTION = "## Sampler overhead"
-HEADER = """# Benchmarks
-
-Benchmarks are run by hand, not in CI. They live in `bench/`; each section below gives the exact
-command that produced its figures, run from the repository root with the "bench" extra installed
-(`pip install -e ".[bench]"`). Figures depend on the machine: compare ratios, not absolute times.
-"""
 
 # goals from the issue: fokker's per-step overhead at most 1.2x the bare arithmetic and at most half
 # of diffusers' DDIMScheduler.step
@@ -313,45 +303,6 @@ def conclusion(results: list[dict]) -> str:
     )
 
 
-def busy(seconds: float = 1.0) -> float | None:
-    """Percent of all CPU time that was not idle over the next `seconds` (Linux /proc/stat), else None."""
-
-    def read() -> tuple[int, int]:
-        v = [int(f) for f in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-        return sum(v), v[3] + v[4]  # total, idle + iowait
-
-    try:
-        total0, idle0 = read()
-        time.sleep(seconds)
-        total1, idle1 = read()
-    except (OSError, ValueError, IndexError):
-        return None
-    return 100.0 * (1 - (idle1 - idle0) / max(1, total1 - total0))
-
-
-def load() -> str:
-    pct = busy()
-    return "CPU use unknown" if pct is None else f"{pct:.0f}% CPU busy"
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import diffusers
-
-    return (
-        f"{cpu}, {os.cpu_count()} cores, torch.set_num_threads({torch.get_num_threads()}), "
-        f"Python {platform.python_version()}, torch {torch.__version__}, diffusers {diffusers.__version__}, "
-        f"fokker {getattr(fokker, '__version__', 'dev')}"
-    )
-
-
 def section(results: list[dict], args, command: str, date: str, conditions: str) -> str:
     model = "`lambda x, t: x * 0.1`" if args.model == "mul" else "a model returning a preallocated tensor"
     return "\n".join(
@@ -388,21 +339,10 @@ def section(results: list[dict], args, command: str, date: str, conditions: str)
             "",
             f"- Command: `{command}`",
             f"- Date: {date}",
-            f"- Machine: {machine()}; {conditions}",
+            f"- Machine: {machine('diffusers')}; {conditions}",
             "",
         ]
     )
-
-
-def write_docs(text: str) -> None:
-    doc = DOCS.read_text() if DOCS.exists() else HEADER
-    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(doc):
-        doc = pattern.sub(lambda _: text + "\n", doc, count=1).rstrip("\n") + "\n"
-    else:
-        doc = doc.rstrip("\n") + "\n\n" + text
-    DOCS.parent.mkdir(parents=True, exist_ok=True)
-    DOCS.write_text(doc)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -465,9 +405,9 @@ def main(argv: list[str] | None = None) -> None:
     print()
     print(conclusion(results))
     conditions = f"{load_before} in the second before the run, {load()} in the second after"
-    print(f"\n{machine()}\n{conditions}\n{date}\n{command}")
+    print(f"\n{machine('diffusers')}\n{conditions}\n{date}\n{command}")
     if args.write:
-        write_docs(section(results, args, command, date, conditions))
+        write_section(SECTION, section(results, args, command, date, conditions))
         print(f"wrote the '{SECTION}' section of {DOCS}")
 
 

@@ -1,7 +1,19 @@
+import os
+
 import pytest
 import torch
 
 torch.set_num_threads(2)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def classifier_cache(tmp_path_factory):
+    """Feature classifiers are trained once per test run into a cache shared by the xdist workers
+    (the run's base temporary folder), never into the user's ~/.cache."""
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    os.environ["FOKKER_CACHE"] = str(shared / "fokker-cache")
+    yield
 
 
 @pytest.fixture

@@ -33,7 +33,22 @@ def _save(path: Path, array: np.ndarray) -> Path:
 
 
 def test_dataset_names_lists_builtins() -> None:
-    assert dataset_names() == [*TOYS, "digits", "mnist"]
+    assert dataset_names() == [*TOYS, "mixture", "gaussian16", "digits", "mnist"]
+
+
+@pytest.mark.parametrize(("name", "dim"), [("mixture", 2), ("gaussian16", 16)])
+def test_analytic_target_data_sets(name: str, dim: int) -> None:
+    """Drawn from their exact distribution, reproducibly per (split, seed), the splits and seeds differing."""
+    from fokker.data import analytic_target
+
+    train = load_dataset(name, split="train", num_points=5000, seed=3)
+    assert train.shape == (dim,) and train.data.dtype == torch.float32 and train.labels is None
+    assert torch.equal(train.data, load_dataset(name, split="train", num_points=5000, seed=3).data)
+    for other in (load_dataset(name, split="test", num_points=5000, seed=3), load_dataset(name, num_points=5000)):
+        assert not torch.allclose(train.data, other.data)
+    target = analytic_target(name)
+    torch.testing.assert_close(train.data.double().mean(0), target.sample(200_000).mean(0), rtol=0, atol=0.03)
+    assert analytic_target("moons") is None
 
 
 def test_unknown_name_raises_user_error_listing_names() -> None:

@@ -156,6 +156,20 @@ def test_per_example_generators_make_samples_batch_independent():
     assert torch.allclose(big[2:4], small, atol=1e-12)
 
 
+def test_sample_seeded_depends_on_the_seed_not_on_the_batch_size():
+    """sample i comes from seed_for(seed, i): every seed gives other samples (torch keeps only 32 bits of a
+    seed, so packing seed * 2**32 + i would make all seeds alike), any batch size the same ones."""
+    from fokker.samplers import sample_seeded, seed_for
+
+    d = exact_denoiser(MIXTURE, LINEAR)
+    runs = {(seed, bs): sample_seeded(d, "ddpm", 10, (2,), 7, seed=seed, batch_size=bs)[0]
+            for seed in (0, 1, 2**32) for bs in (7, 3)}  # fmt: skip
+    for seed in (0, 1, 2**32):
+        torch.testing.assert_close(runs[seed, 7], runs[seed, 3], rtol=0, atol=1e-6)
+    assert not torch.allclose(runs[0, 7], runs[1, 7]) and not torch.allclose(runs[0, 7], runs[2**32, 7])
+    assert len({seed_for(s, i) for s in range(50) for i in range(200)}) == 50 * 200  # no collisions here
+
+
 def test_float32_model_and_prior_shape():
     d = fokker.Denoiser(lambda x, t: torch.zeros_like(x), COSINE)
     x, info = fokker.sample(d, "ddim", 5, shape=(3, 1, 4, 4), generator=torch.Generator().manual_seed(0))

@@ -19,6 +19,7 @@ from fokker.checkpoint import load_checkpoint, read_weights
 from fokker.config import apply_overrides, load_preset
 from fokker.data import load_dataset
 from fokker.errors import UserError
+from fokker.metrics import sliced_wasserstein
 from fokker.model import load_model
 from fokker.train import train
 
@@ -139,30 +140,8 @@ def test_resume_with_a_time_budget_replaces_the_step_budget(tmp_path):
 # --------------------------------------------------------------------------- sample quality
 
 
-def sliced_w2(x: torch.Tensor, y: torch.Tensor, projections: int = 256, seed: int = 0) -> float:
-    """Sliced 2-Wasserstein distance between two equal-size point clouds: the root mean over random
-    unit directions of the squared 1-D W2 distance, which is the mean squared gap between sorted
-    projections."""
-    g = torch.Generator().manual_seed(seed)
-    d = torch.randn(x.shape[1], projections, generator=g, dtype=torch.float64)
-    d /= d.norm(dim=0, keepdim=True)
-    px = (x.double() @ d).sort(dim=0).values
-    py = (y.double() @ d).sort(dim=0).values
-    return ((px - py) ** 2).mean().sqrt().item()
-
-
-def test_sliced_w2_helper():
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(1000, 2, generator=g, dtype=torch.float64)
-    assert sliced_w2(x, x) == 0
-    assert sliced_w2(x, x[torch.randperm(1000, generator=g)]) == 0  # a distance between sets of points
-    # a shift by v: every direction d sees a shift d.v, and the mean of (d.v)^2 over directions is |v|^2 / 2
-    shifted = sliced_w2(x, x + torch.tensor([0.3, 0.4], dtype=torch.float64), projections=2048)
-    assert abs(shifted - 0.5 / 2**0.5) < 0.01
-
-
 @pytest.mark.slow
-def test_toy_model_reaches_the_data_in_sliced_w2(tmp_path):
+def test_toy_model_reaches_the_data_in_sliced_wasserstein(tmp_path):
     """Train the toy preset's recipe as shipped (MLP 128 x 3, batch 256, 3,000 steps: ~10 s on one CPU
     thread) on two moons and compare 4,000 DDIM-50 samples with 4,000 held-out points.
 
@@ -173,14 +152,14 @@ def test_toy_model_reaches_the_data_in_sliced_w2(tmp_path):
     n = 4000
     held_out = load_dataset("moons", split="test", num_points=n, seed=123).data
     fresh = load_dataset("moons", split="train", num_points=n, seed=7).data
-    floor = sliced_w2(fresh, held_out)
-    noise = sliced_w2(torch.randn(n, 2, generator=torch.Generator().manual_seed(0)), held_out)
+    floor = sliced_wasserstein(fresh, held_out)
+    noise = sliced_wasserstein(torch.randn(n, 2, generator=torch.Generator().manual_seed(0)), held_out)
 
     def model_swd(run: Path) -> float:
         denoiser, _ = load_model(run)
         x, info = fokker.sample(denoiser, "ddim", 50, shape=(n, 2), generator=torch.Generator().manual_seed(1))
         assert info["nfe"] == 50
-        return sliced_w2(x, held_out)
+        return sliced_wasserstein(x, held_out)
 
     config = config_for("toy", "train.sample_every=100000", "train.checkpoint_every=100000")
     train(config, tmp_path / "short", device="cpu", budget={"steps": 10}, progress=False)

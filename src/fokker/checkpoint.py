@@ -105,7 +105,7 @@ def load_checkpoint(run: Path) -> dict[str, Any]:
 
 def export_weights(path: Path, state_dict: dict[str, torch.Tensor], config: dict) -> None:
     """Weights as safetensors with the full config (process, prediction, network, data shape) as JSON metadata."""
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # unique: two processes may write one cache file
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in state_dict.items()}
     save_file(tensors, str(tmp), metadata={CONFIG_KEY: json.dumps(config)})
     os.replace(tmp, path)

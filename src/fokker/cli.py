@@ -1,4 +1,4 @@
-"""The `fokker` command: train, sample."""
+"""The `fokker` command: train, sample, eval."""
 
 from __future__ import annotations
 
@@ -25,6 +25,11 @@ SAMPLE_EXAMPLE = """examples:
   fokker sample --checkpoint runs/mnist --sampler ddim --steps 50 --num 64 --seed 0 --out grid.png
   fokker sample --checkpoint runs/mnist --sampler ddpm --steps 1000 --variance beta --out ddpm.png
   fokker sample --checkpoint runs/moons/model.safetensors --num 2000 --out moons.png"""
+
+EVAL_EXAMPLE = """examples:
+  fokker eval --checkpoint runs/mnist --sampler ddpm ddim --steps 10 20 50 100 --num 1000
+  fokker eval --checkpoint runs/moons --steps 5 10 20 50 --num 4000 --out runs/moons/eval
+  (open OUT/report.md: sample grids, the training-loss curve and every metric against NFE)"""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -68,19 +73,49 @@ def build_parser() -> argparse.ArgumentParser:
         description="Sample a grid (images) or a scatter plot (2-D data).",
     )
     s.add_argument("--checkpoint", required=True, help="a run folder or an exported .safetensors file")
-    run_default = "(default: the run's config, sample section)"
-    s.add_argument("--sampler", help=f"one of {', '.join(sorted(SAMPLERS))} {run_default}")
-    s.add_argument("--steps", type=int, help=f"number of sampler steps {run_default}")
-    s.add_argument("--spacing", help=f"time grid: {', '.join(SPACINGS)} {run_default}")
+    _sampling_options(s, SAMPLERS, SPACINGS, several=False)
     s.add_argument("--num", type=int, default=64, help="number of samples (default: 64)")
-    s.add_argument("--seed", type=int, default=0, help="sample i is drawn from its own seed (seed, i) (default: 0)")
-    s.add_argument("--batch-size", type=int, default=256, help="samples per batch; does not change the result")
     s.add_argument("--out", default="samples.png", help="picture to write; the raw samples go to the same name .npz")
-    s.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto)")
-    s.add_argument("--eta", type=float, help="ddim: noise scale in [0, 1] (0 = deterministic)")
-    s.add_argument("--variance", help="ddpm: beta_tilde (default) or beta")
-    s.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    e = sub.add_parser(
+        "eval",
+        help="score samples with offline metrics and write a report",
+        epilog=EVAL_EXAMPLE,
+        formatter_class=fmt,
+        description="Sample with each sampler and step count, score the samples against the training data "
+        "(FID / KID / IS / recognizable rate in fokker's own classifier features for images; sliced W2, MMD "
+        "and, for analytic targets, the cross-entropy for vectors) and write OUT/metrics.json and OUT/report.md.",
+    )
+    e.add_argument("--checkpoint", required=True, help="a run folder or an exported .safetensors file")
+    _sampling_options(e, SAMPLERS, SPACINGS, several=True)
+    e.add_argument("--num", type=int, default=1000, help="samples per sampler and step count (default: 1000)")
+    e.add_argument("--out", help="report folder (default: eval/ in the run folder)")
+    e.add_argument(
+        "--inception-weights",
+        help="also Inception FID / KID / IS, from this local torch-fidelity weights file (needs fokker[inception])",
+    )
     return parser
+
+
+def _sampling_options(p: argparse.ArgumentParser, samplers: dict, spacings: tuple, several: bool) -> None:
+    """The options `fokker sample` and `fokker eval` share; with several=True, --sampler and --steps take lists."""
+    run_default = "(default: the run's config, sample section)"
+    many = {"nargs": "+"} if several else {}
+    s_help = "one or more of" if several else "one of"
+    p.add_argument("--sampler", **many, help=f"{s_help} {', '.join(sorted(samplers))} {run_default}")
+    p.add_argument("--steps", type=int, **many, help=f"number{'s' if several else ''} of sampler steps {run_default}")
+    p.add_argument("--spacing", help=f"time grid: {', '.join(spacings)} {run_default}")
+    p.add_argument("--seed", type=int, default=0, help="sample i is drawn from its own seed (seed, i) (default: 0)")
+    p.add_argument("--batch-size", type=int, default=256, help="samples per batch; does not change the result")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto)")
+    p.add_argument("--eta", type=float, help="ddim: noise scale in [0, 1] (0 = deterministic)")
+    p.add_argument("--variance", help="ddpm: beta_tilde (default) or beta")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _sampler_options(args: argparse.Namespace) -> dict:
+    """The sampler-specific options given on the command line."""
+    return {k: v for k, v in {"eta": args.eta, "variance": args.variance}.items() if v is not None}
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -119,12 +154,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_sample(args: argparse.Namespace) -> int:
     """`fokker sample`: load a run's EMA weights, sample with per-image seeds, write a grid and .npz."""
     import numpy as np
-    import torch
-    from tqdm.auto import tqdm
 
     from fokker.data import load_dataset, to_uint8_images
     from fokker.model import load_model
-    from fokker.samplers import check_options, get_sampler, randn, time_grid
+    from fokker.samplers import check_options, sample_seeded
     from fokker.train import make_accelerator
     from fokker.viz import save_picture
 
@@ -133,7 +166,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.suffix.lower() != ".png":
         raise UserError(f"--out must name a .png file, got {out}")
-    options = {k: v for k, v in {"eta": args.eta, "variance": args.variance}.items() if v is not None}
+    options = _sampler_options(args)
     if args.sampler is not None:
         check_options(args.sampler, options)
     device = make_accelerator(args.device, "no").device
@@ -141,19 +174,12 @@ def cmd_sample(args: argparse.Namespace) -> int:
     for key in ("sampler", "steps", "spacing"):
         if getattr(args, key) is None:
             setattr(args, key, config["sample"][key])
-    sampler = get_sampler(args.sampler)
-    check_options(args.sampler, options)
-    times = time_grid(denoiser.process, args.steps, args.spacing)
-    shape = tuple(config["data"]["shape"])
-    chunks, nfe, start = [], 0, time.time()
-    for lo in tqdm(range(0, args.num, args.batch_size), disable=args.no_progress, desc="sampling", unit="batch"):
-        idx = range(lo, min(lo + args.batch_size, args.num))
-        gens = [torch.Generator(device).manual_seed(args.seed * 2**32 + i) for i in idx]
-        x_T = denoiser.process.prior_std * randn((len(idx), *shape), gens, device=device)
-        x, info = sampler(denoiser, x_T, times, generator=gens, progress=not args.no_progress, **options)
-        chunks.append(x.float().cpu())
-        nfe = info["nfe"]
-    samples = torch.cat(chunks)
+    start = time.time()
+    samples, info = sample_seeded(
+        denoiser, args.sampler, args.steps, config["data"]["shape"], args.num, seed=args.seed, spacing=args.spacing,
+        batch_size=args.batch_size, device=device, progress=not args.no_progress, **options,
+    )  # fmt: skip
+    nfe = info["nfe"]
     reference = None
     if samples.dim() == 2:
         reference = load_dataset(config["data"]["name"], num_points=5000, seed=config["train"]["seed"]).data
@@ -172,7 +198,34 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "sample": cmd_sample}
+def cmd_eval(args: argparse.Namespace) -> int:
+    """`fokker eval`: sample with each sampler and step count, score, write metrics.json and report.md."""
+    from fokker.evaluate import evaluate
+    from fokker.model import load_model, weights_path
+    from fokker.train import make_accelerator
+
+    if args.num < 2 or args.batch_size < 1:
+        raise UserError(f"--num must be at least 2 and --batch-size positive, got {args.num} and {args.batch_size}")
+    device = make_accelerator(args.device, "no").device
+    _, config = load_model(args.checkpoint, "cpu")
+    samplers = args.sampler or [config["sample"]["sampler"]]
+    steps = args.steps or [config["sample"]["steps"]]
+    out = Path(args.out) if args.out else weights_path(args.checkpoint).parent / "eval"
+    record = evaluate(
+        args.checkpoint, samplers, steps, args.num, out, seed=args.seed, spacing=args.spacing,
+        batch_size=args.batch_size, device=device, progress=not args.no_progress, options=_sampler_options(args),
+        inception_weights=args.inception_weights,
+    )  # fmt: skip
+    keys = [k for k in ("fid", "inception_fid", "recognizable", "sliced_w2", "cross_entropy") if k in record["floor"]]
+    for r in record["runs"]:
+        shown = ", ".join(f"{k} {r[k]:.4g}" for k in keys)
+        print(f"{r['sampler']:>10} {r['steps']:>5} steps  NFE {r['nfe']:>5}  {shown}  ({r['seconds']:.1f} s)")
+    print(f"{'held-out':>10} {'':>18}  " + ", ".join(f"{k} {record['floor'][k]:.4g}" for k in keys))
+    print(f"wrote {out / 'metrics.json'} and {out / 'report.md'}")
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval}
 
 
 def main(argv: list[str] | None = None) -> int:

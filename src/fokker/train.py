@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from fokker.checkpoint import atomic_write_text, export_weights, load_checkpoint, load_strict, save_checkpoint
 from fokker.config import to_yaml, validate
-from fokker.data import Dataset, load_dataset
+from fokker.data import dataset_for
 from fokker.denoiser import Denoiser
 from fokker.ema import EMA
 from fokker.errors import UserError
@@ -51,19 +51,6 @@ def make_accelerator(device: str, mixed_precision: str) -> Accelerator:
     # of torchrun / accelerate launch into one group (otherwise each would train alone into the same run)
     cpu = device == "cpu" or (device == "auto" and not (torch.cuda.is_available() or torch.backends.mps.is_available()))
     return Accelerator(cpu=cpu, mixed_precision=mixed_precision)
-
-
-def dataset_for(config: dict, split: str = "train") -> Dataset:
-    """The data set the config's data section names."""
-    d = config["data"]
-    return load_dataset(
-        d["name"],
-        split=split,
-        image_size=d["image_size"],
-        channels=d["channels"],
-        num_points=d["num_points"],
-        seed=config["train"]["seed"],
-    )
 
 
 def prepare_run(config: dict, out: Path, resume: bool, budget: dict) -> dict:

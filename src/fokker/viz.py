@@ -30,11 +30,7 @@ def image_grid(x: torch.Tensor, nrow: int | None = None, pad: int = 2) -> Image.
 
 def scatter_plot(x: torch.Tensor, reference: torch.Tensor | None = None, title: str = "") -> Image.Image:
     """A 2-D scatter of samples over the reference data (grey), as a Pillow image."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(4, 4), dpi=100)
     if reference is not None:
         ax.scatter(*reference[:, :2].T.cpu().numpy(), s=1, c="0.75", label="data")
@@ -56,3 +52,63 @@ def save_picture(x: torch.Tensor, path: str | Path, reference: torch.Tensor | No
     tmp = path.with_name(f".{path.name}.tmp")
     img.save(tmp, format="PNG")
     os.replace(tmp, path)
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save_figure(fig, path: Path) -> None:
+    """Save a matplotlib figure as PNG atomically, then close it."""
+    plt = _pyplot()
+    tmp = path.with_name(f".{path.name}.tmp")
+    fig.savefig(tmp, format="png")
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def training_curve(metrics_jsonl: Path, path: Path) -> bool:
+    """Plot loss (and its running mean) against step from a run's metrics.jsonl; False if it has no records."""
+    import json
+
+    records = [json.loads(line) for line in Path(metrics_jsonl).read_text().splitlines() if line.strip()]
+    records = [r for r in records if "loss" in r and "step" in r]
+    if not records:
+        return False
+    plt = _pyplot()
+    steps = np.array([r["step"] for r in records])
+    loss = np.array([r["loss"] for r in records])
+    fig, ax = plt.subplots(figsize=(5, 3.2), dpi=100)
+    ax.plot(steps, loss, lw=0.8, c="0.6", label="loss")
+    k = max(1, len(loss) // 20)
+    if k > 1:
+        ax.plot(steps[k - 1 :], np.convolve(loss, np.ones(k) / k, mode="valid"), c="tab:blue", label=f"mean of {k}")
+    ax.set_yscale("log"), ax.set_xlabel("step"), ax.set_ylabel("training loss"), ax.legend(fontsize=7)
+    fig.tight_layout()
+    _save_figure(fig, path)
+    return True
+
+
+def metric_curves(runs: list[dict], keys: list[str], path: Path, floor: dict | None = None) -> None:
+    """One panel per metric against NFE (log axis), one line per sampler; the floor as a dashed line."""
+    plt = _pyplot()
+    cols = min(len(keys), 3)
+    rows = math.ceil(len(keys) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3 * rows), dpi=100, squeeze=False)
+    for ax, key in zip(axes.flat, keys, strict=False):
+        for sampler in dict.fromkeys(r["sampler"] for r in runs):
+            pts = sorted((r["nfe"], r[key]) for r in runs if r["sampler"] == sampler)
+            ax.plot(*zip(*pts, strict=True), marker="o", label=sampler)
+        if floor is not None and key in floor:
+            ax.axhline(floor[key], ls="--", c="0.5", lw=1, label="held-out data")
+        ax.set_xscale("log"), ax.set_xlabel("NFE"), ax.set_title(key)
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(keys) :]:
+        ax.axis("off")
+    fig.tight_layout()
+    _save_figure(fig, path)

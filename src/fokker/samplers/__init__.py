@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+from tqdm.auto import tqdm
 
 from fokker.denoiser import Denoiser
 from fokker.samplers import ddpm as _ddpm  # noqa: F401  (registers "ddpm" and "ddim")
 from fokker.samplers.grid import SPACINGS, time_grid
-from fokker.samplers.noise import Generators, randn
+from fokker.samplers.noise import Generators, randn, seed_for
 from fokker.samplers.registry import SAMPLERS, check_options, get_sampler, register, sampler_options
 
 __all__ = [
@@ -19,7 +20,9 @@ __all__ = [
     "randn",
     "register",
     "sample",
+    "sample_seeded",
     "sampler_options",
+    "seed_for",
     "time_grid",
 ]
 
@@ -49,3 +52,33 @@ def sample(
         x_T = denoiser.process.prior_sample(tuple(shape), generator, device=device)
     x, info = fn(denoiser, x_T, times, generator=generator, **options)
     return x, {**info, "sampler": sampler, "times": times}
+
+
+def sample_seeded(
+    denoiser: Denoiser,
+    sampler: str,
+    steps: int,
+    shape: Sequence[int],
+    num: int,
+    *,
+    seed: int = 0,
+    spacing: str = "uniform",
+    batch_size: int = 256,
+    device: torch.device | str = "cpu",
+    progress: bool = False,
+    **options,
+) -> tuple[torch.Tensor, dict]:
+    """`num` samples of `shape` in batches, sample i drawn from its own generator seeded with
+    seed_for(seed, i), so the result does not depend on `batch_size`. Returns (float32 samples on the CPU,
+    info of the last batch)."""
+    fn = get_sampler(sampler)
+    check_options(sampler, options)
+    times = time_grid(denoiser.process, steps, spacing)
+    chunks, info = [], {}
+    starts = range(0, num, batch_size)
+    for lo in tqdm(starts, desc="sampling", unit="batch", disable=not progress or len(starts) == 1):
+        gens = [torch.Generator(device).manual_seed(seed_for(seed, i)) for i in range(lo, min(lo + batch_size, num))]
+        x_T = denoiser.process.prior_std * randn((len(gens), *shape), gens, device=device)
+        x, info = fn(denoiser, x_T, times, generator=gens, progress=progress, **options)
+        chunks.append(x.float().cpu())
+    return torch.cat(chunks), {**info, "sampler": sampler, "times": times}

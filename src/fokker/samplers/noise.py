@@ -5,9 +5,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 
 Generators = torch.Generator | Sequence[torch.Generator] | None
+
+
+def seed_for(*keys: int) -> int:
+    """A well-mixed 32-bit seed for a tuple of integers, e.g. (seed, image index). torch's CPU generator
+    keeps only the low 32 bits of a seed, so keys must be mixed, not packed as seed * 2**32 + i."""
+    return int(np.random.SeedSequence([int(k) for k in keys]).generate_state(1)[0])
 
 
 def randn(

@@ -1,0 +1,191 @@
+"""`fokker eval`: sample a trained model with several samplers and step counts, score every sample set
+against data the model was trained on, and write metrics.json with a Markdown report a person can open:
+the sample grids, the training-loss curve and each metric against NFE."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+
+from fokker.checkpoint import atomic_write_text
+from fokker.data import Dataset, analytic_target, dataset_for
+from fokker.errors import UserError
+from fokker.metrics import Classifier, image_metrics, load_classifier, vector_metrics
+from fokker.metrics.inception import inception_metrics, load_inception
+from fokker.model import load_model, weights_path
+from fokker.samplers import check_options, sample_seeded, sampler_options, time_grid
+from fokker.viz import metric_curves, save_picture, training_curve
+
+# the metrics plotted against NFE, and whether lower is better
+PLOTTED = {
+    "fid": True,
+    "inception_fid": True,
+    "kid": True,
+    "inception_score": False,
+    "recognizable": False,
+    "sliced_w2": True,
+    "mmd": True,
+    "cross_entropy": True,
+}
+
+
+def reference_data(config: dict, num: int) -> tuple[Dataset, Dataset]:
+    """(reference, held-out) data: for image sets every training image and the test split; for vector
+    data two fresh draws of `num` points (train and test seeds)."""
+    data = dict(config["data"], num_points=num)
+    return dataset_for({**config, "data": data}, "train"), dataset_for({**config, "data": data}, "test")
+
+
+def score(
+    samples: torch.Tensor,
+    reference: Dataset,
+    config: dict,
+    classifier: Classifier | None,
+    generator: torch.Generator,
+    inception: torch.nn.Module | None = None,
+) -> dict:
+    """The metrics of one sample set: classifier metrics (and Inception ones when given) for images,
+    distances for vectors."""
+    if samples.dim() == 4:
+        out = image_metrics(samples, reference.data, classifier, generator=generator)
+        if inception is not None:
+            out |= inception_metrics(samples, reference.data, inception, generator=generator)
+        return out
+    target = analytic_target(config["data"]["name"])
+    return vector_metrics(samples, reference.data, log_prob=target.log_prob if target else None, generator=generator)
+
+
+def evaluate(
+    checkpoint: str | Path,
+    samplers: list[str],
+    steps: list[int],
+    num: int,
+    out: str | Path,
+    *,
+    seed: int = 0,
+    spacing: str | None = None,
+    batch_size: int = 256,
+    device: torch.device | str = "cpu",
+    progress: bool = True,
+    options: dict | None = None,
+    inception_weights: str | Path | None = None,
+) -> dict:
+    """Sample `num` per (sampler, steps), score each set, write OUT/metrics.json and OUT/report.md with
+    pictures. Returns the metrics record (also in metrics.json)."""
+    options = options or {}
+    for name in samplers:
+        check_options(name, _own(name, options))
+    for key in options:
+        if not any(key in sampler_options(name) for name in samplers):
+            raise UserError(f"option {key!r} is taken by none of the samplers {samplers}")
+    out = Path(out)
+    denoiser, config = load_model(checkpoint, device)
+    spacing = spacing or config["sample"]["spacing"]
+    for n in steps:
+        time_grid(denoiser.process, n, spacing)  # a bad step count or spacing fails before any work
+    reference, held_out = reference_data(config, num)
+    classifier = None
+    if reference.is_image:
+        d = config["data"]
+        classifier = load_classifier(d["name"], image_size=d["image_size"], channels=d["channels"], progress=progress)
+    inception = load_inception(inception_weights, device) if inception_weights and reference.is_image else None
+    gen = lambda: torch.Generator().manual_seed(seed)  # noqa: E731  the same subsets for every sample set
+    floor = score(held_out.data, reference, config, classifier, gen(), inception)
+    runs, shown = [], {}
+    for name in samplers:
+        for n in steps:
+            start = time.time()
+            samples, info = sample_seeded(
+                denoiser, name, n, config["data"]["shape"], num, seed=seed, spacing=spacing,
+                batch_size=batch_size, device=device, progress=progress, **_own(name, options),
+            )  # fmt: skip
+            seconds = time.time() - start
+            picture = f"samples_{name}_{n}.png"
+            shown[picture] = (samples[:64] if samples.dim() == 4 else samples, f"{name}, {n} steps")
+            metrics = score(samples, reference, config, classifier, gen(), inception)
+            runs.append({"sampler": name, "steps": n, "nfe": info["nfe"], "seconds": seconds,
+                         "picture": picture, **metrics})  # fmt: skip
+    record = {
+        "checkpoint": str(checkpoint),
+        "data": config["data"]["name"],
+        "num": num,
+        "seed": seed,
+        "spacing": spacing,
+        "options": options,
+        "reference": {"split": "train", "size": len(reference)},
+        "floor": {"split": "test", "size": len(held_out), **floor},
+        "classifier": None
+        if classifier is None
+        else {"dataset": classifier.dataset, "accuracy": classifier.accuracy, "num_test": classifier.num_test},
+        "runs": runs,
+    }
+    out.mkdir(parents=True, exist_ok=True)  # only now: a failure above leaves nothing behind
+    for picture, (samples, title) in shown.items():
+        save_picture(samples, out / picture, reference=reference.data, title=title)
+    atomic_write_text(out / "metrics.json", json.dumps(record, indent=2) + "\n")
+    _write_report(record, checkpoint, out)
+    return record
+
+
+def _own(name: str, options: dict) -> dict:
+    """The options that sampler `name` takes."""
+    return {k: v for k, v in options.items() if k in sampler_options(name)}
+
+
+def _write_report(record: dict, checkpoint: str | Path, out: Path) -> None:
+    """report.md beside metrics.json, with loss.png and metrics_vs_nfe.png."""
+    lines = [f"# Evaluation of `{checkpoint}`", ""]
+    lines += [f"{record['num']} samples per setting (seed {record['seed']}, {record['spacing']} spacing) on "
+              f"`{record['data']}`, scored against {record['reference']['size']} training examples."]  # fmt: skip
+    if record["classifier"]:
+        c = record["classifier"]
+        lines += [f"Features: fokker's classifier for `{c['dataset']}`, held-out accuracy "
+                  f"{100 * c['accuracy']:.1f}% on {c['num_test']} test images."]  # fmt: skip
+    lines += ["", "## Metrics", ""]
+    keys = [k for k in PLOTTED if k in record["floor"]]
+    extra = ["classes_present"] if "classes_present" in record["floor"] else []
+    head = ["sampler", "steps", "NFE", "seconds", *keys, *extra]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in record["runs"]:
+        cells = [r["sampler"], str(r["steps"]), str(r["nfe"]), f"{r['seconds']:.1f}"]
+        lines.append("| " + " | ".join(cells + [_fmt(r[k]) for k in keys + extra]) + " |")
+    f = record["floor"]
+    floor_cells = [f"held-out data ({f['size']})", "", "", "", *[_fmt(f[k]) for k in keys + extra]]
+    lines.append("| " + " | ".join(floor_cells) + " |")
+    lines += ["", "Lower is better for " + ", ".join(k for k in keys if PLOTTED[k]) + "; higher for "
+              + (", ".join(k for k in keys if not PLOTTED[k]) or "none") + ". The last row scores held-out"
+              " data the same way: the floor that finite samples alone allow.", ""]  # fmt: skip
+    metric_curves(record["runs"], keys, out / "metrics_vs_nfe.png", floor=record["floor"])
+    lines += ["![metrics against NFE](metrics_vs_nfe.png)", "", "## Samples", ""]
+    for r in record["runs"]:
+        lines += [
+            f"**{r['sampler']}, {r['steps']} steps** (NFE {r['nfe']})",
+            "",
+            f"![{r['sampler']}]({r['picture']})",
+            "",
+        ]
+    lines += ["## Training loss", ""]
+    log = _metrics_log(checkpoint)
+    if log is not None and training_curve(log, out / "loss.png"):
+        lines += ["![training loss](loss.png)", ""]
+    else:
+        lines += ["No metrics.jsonl beside the weights: give the run folder to see the training curve.", ""]
+    atomic_write_text(out / "report.md", "\n".join(lines))
+
+
+def _metrics_log(checkpoint: str | Path) -> Path | None:
+    """The run's metrics.jsonl, when the checkpoint is (or lies in) a run folder."""
+    path = weights_path(checkpoint).parent / "metrics.jsonl"
+    return path if path.exists() else None
+
+
+def _fmt(value: float | int | list) -> str:
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float) and (value == 0 or 1e-3 <= abs(value) < 1e4 or math.isnan(value)):
+        return f"{value:.4g}"
+    return f"{value:.3e}" if isinstance(value, float) else str(value)
