@@ -24,7 +24,7 @@ demo: install
 	@echo "picture: $(DEMO)/samples.png   training metrics: $(DEMO)/metrics.jsonl"
 
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto
 
 lint: install
 	$(VENV)/bin/ruff check src tests bench
