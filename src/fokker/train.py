@@ -202,6 +202,9 @@ def train(
         draw()
     if loss_n:
         last_loss = loss_sum / loss_n
+    if acc.num_processes > 1:  # leave the process group before exit: gloo threads alive at exit abort it
+        acc.wait_for_everyone()
+        acc.end_training()
     return TrainResult(out, step, elapsed, last_loss)
 
 
