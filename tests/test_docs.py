@@ -9,7 +9,7 @@ DOCS = sorted(p for p in (Path(__file__).parent.parent / "docs").glob("*.md") if
 
 
 def test_there_are_howtos():
-    assert {p.name for p in DOCS} >= {"samplers.md", "own-data.md", "sample-from-checkpoint.md"}
+    assert {p.name for p in DOCS} >= {"samplers.md", "own-data.md", "sample-from-checkpoint.md", "evaluate.md"}
 
 
 @pytest.mark.parametrize("doc", DOCS, ids=[p.stem for p in DOCS])
