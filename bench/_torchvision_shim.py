@@ -35,12 +35,20 @@ class Lambda:
         return self.fn(x)
 
 
+def _pair(size) -> tuple[int, int] | None:
+    """(height, width) of an (h, w) size; None for a single int (the shorter side)."""
+    return None if isinstance(size, int) else (int(size[0]), int(size[1]))
+
+
 class Resize:
     def __init__(self, size):
         self.size = size
 
     def __call__(self, img: Image.Image) -> Image.Image:
         w, h = img.size
+        pair = _pair(self.size)
+        if pair is not None:
+            return img.resize((pair[1], pair[0]), Image.BILINEAR)
         s = self.size / min(w, h)
         return img.resize((round(w * s), round(h * s)), Image.BILINEAR)
 
@@ -51,8 +59,9 @@ class CenterCrop:
 
     def __call__(self, img: Image.Image) -> Image.Image:
         w, h = img.size
-        left, top = (w - self.size) // 2, (h - self.size) // 2
-        return img.crop((left, top, left + self.size, top + self.size))
+        ch, cw = _pair(self.size) or (self.size, self.size)
+        left, top = (w - cw) // 2, (h - ch) // 2
+        return img.crop((left, top, left + cw, top + ch))
 
 
 class RandomHorizontalFlip:
