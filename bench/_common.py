@@ -75,3 +75,16 @@ def write_section(heading: str, text: str, docs: Path = DOCS) -> None:
         doc = doc.rstrip("\n") + "\n\n" + text
     docs.parent.mkdir(parents=True, exist_ok=True)
     docs.write_text(doc)
+
+
+def footer(command: str, date: str, machine_line: str, conditions: str) -> list[str]:
+    """The closing lines of every section: how to reproduce it, when, and on what."""
+    return [f"- Command: `{command}`", f"- Date: {date}", f"- Machine: {machine_line}; {conditions}", ""]
+
+
+def publish(heading: str, text: str, write: bool) -> None:
+    """Print a section, and with --write put it into docs/benchmarks.md."""
+    print(text)
+    if write:
+        write_section(heading, text)
+        print(f"wrote the '{heading}' section of {DOCS}")

@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
-from _common import DOCS, load, machine, write_section
+from _common import footer, load, machine, publish
 from _torchvision_shim import install as install_torchvision
 from PIL import Image
 
@@ -164,16 +164,10 @@ def main(argv: list[str] | None = None) -> None:
             + "; ".join(verdicts)
             + ".",
             "",
-            f"- Command: `{command}`",
-            f"- Date: {date}",
-            f"- Machine: {machine('denoising-diffusion-pytorch')}; {conditions}",
-            "",
+            *footer(command, date, machine("denoising-diffusion-pytorch"), conditions),
         ]
     )
-    print(text)
-    if args.write:
-        write_section(SECTION, text)
-        print(f"wrote the '{SECTION}' section of {DOCS}")
+    publish(SECTION, text, args.write)
 
 
 if __name__ == "__main__":

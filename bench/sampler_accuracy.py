@@ -24,7 +24,7 @@ from datetime import datetime, timezone
 
 import numpy as np
 import torch
-from _common import DOCS, load, machine, write_section
+from _common import footer, load, machine, publish
 
 import fokker
 from fokker.metrics import gaussian_fit, gaussian_kl, sliced_wasserstein
@@ -250,10 +250,7 @@ def section(results: dict, nfes: list[int], n: int, command: str, date: str, con
             "",
             f"**Conclusion.** {met} of {len(goals)} goal checks are met. {conclusion(results, nfes)}",
             "",
-            f"- Command: `{command}`",
-            f"- Date: {date}",
-            f"- Machine: {machine('diffusers')}; {conditions}",
-            "",
+            *footer(command, date, machine("diffusers"), conditions),
         ]
     )
 
@@ -277,10 +274,7 @@ def main(argv: list[str] | None = None) -> None:
     conditions = f"{before} in the second before the run, {load()} in the second after; {time.time() - start:.0f} s"
     date = datetime.now(timezone.utc).strftime("%a %b %d %H:%M:%S UTC %Y")
     text = section(results, args.nfe, args.num, command, date, conditions)
-    print(text)
-    if args.write:
-        write_section(SECTION, text)
-        print(f"wrote the '{SECTION}' section of {DOCS}")
+    publish(SECTION, text, args.write)
 
 
 if __name__ == "__main__":

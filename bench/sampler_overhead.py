@@ -25,7 +25,7 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 
 import torch
-from _common import DOCS, busy, load, machine, write_section
+from _common import DOCS, busy, footer, load, machine, write_section
 
 import fokker
 
@@ -337,10 +337,7 @@ def section(results: list[dict], args, command: str, date: str, conditions: str)
             "",
             f"**Conclusion.** {conclusion(results)}",
             "",
-            f"- Command: `{command}`",
-            f"- Date: {date}",
-            f"- Machine: {machine('diffusers')}; {conditions}",
-            "",
+            *footer(command, date, machine("diffusers"), conditions),
         ]
     )
 

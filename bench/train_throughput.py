@@ -21,7 +21,7 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 
 import torch
-from _common import DOCS, load, machine, write_section
+from _common import footer, load, machine, publish
 from _torchvision_shim import install as install_torchvision
 
 from fokker.config import load_preset
@@ -187,16 +187,10 @@ def main(argv: list[str] | None = None) -> None:
             f"**Conclusion.** {conclusion(rows)} Throughput decides how many steps a wall-clock budget buys; "
             "what each step is worth is measured in the quality-per-CPU-minute section.",
             "",
-            f"- Command: `{command}`",
-            f"- Date: {date}",
-            f"- Machine: {machine('diffusers', 'denoising-diffusion-pytorch')}; {conditions}",
-            "",
+            *footer(command, date, machine("diffusers", "denoising-diffusion-pytorch"), conditions),
         ]
     )
-    print(text)
-    if args.write:
-        write_section(SECTION, text)
-        print(f"wrote the '{SECTION}' section of {DOCS}")
+    publish(SECTION, text, args.write)
 
 
 if __name__ == "__main__":

@@ -17,5 +17,14 @@ def classifier_cache(tmp_path_factory):
 
 
 @pytest.fixture
+def one_thread():
+    """Tiny networks gain nothing from a second thread, and lose a lot when the cores are busy."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture
 def gen():
     return torch.Generator().manual_seed(0)

@@ -5,7 +5,6 @@ import json
 import re
 
 import pytest
-import torch
 from PIL import Image
 from test_cli import TINY, fokker
 
@@ -13,13 +12,7 @@ from fokker.config import apply_overrides, load_preset
 from fokker.evaluate import evaluate
 from fokker.train import train
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 def assert_png(path) -> None:

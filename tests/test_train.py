@@ -23,14 +23,7 @@ from fokker.metrics import sliced_wasserstein
 from fokker.model import load_model
 from fokker.train import train
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny networks gain nothing from a second thread, and lose a lot when the cores are busy."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 def config_for(preset: str, *overrides: str) -> dict:
