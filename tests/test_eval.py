@@ -117,3 +117,12 @@ def tiny_run(tmp_path_factory):
     r = fokker("train", "--preset", "toy", "--steps", "2", "--out", "run", "--no-progress", *TINY, cwd=folder)
     assert r.returncode == 0, r.stderr
     return folder
+
+
+def test_eval_defaults_to_the_runs_sample_config(tiny_run):
+    r = fokker("eval", "--checkpoint", "run", "--num", "50", "--out", "ev", "--no-progress", cwd=tiny_run)
+    assert r.returncode == 0, r.stderr
+    record = json.loads((tiny_run / "ev" / "metrics.json").read_text())
+    own = load_preset("toy")["sample"]
+    assert [(x["sampler"], x["steps"]) for x in record["runs"]] == [(own["sampler"], own["steps"])]
+    assert record["spacing"] == own["spacing"]

@@ -202,18 +202,15 @@ def cmd_sample(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     """`fokker eval`: sample with each sampler and step count, score, write metrics.json and report.md."""
     from fokker.evaluate import evaluate
-    from fokker.model import load_model, weights_path
+    from fokker.model import weights_path
     from fokker.train import make_accelerator
 
     if args.num < 2 or args.batch_size < 1:
         raise UserError(f"--num must be at least 2 and --batch-size positive, got {args.num} and {args.batch_size}")
     device = make_accelerator(args.device, "no").device
-    _, config = load_model(args.checkpoint, "cpu")
-    samplers = args.sampler or [config["sample"]["sampler"]]
-    steps = args.steps or [config["sample"]["steps"]]
     out = Path(args.out) if args.out else weights_path(args.checkpoint).parent / "eval"
     record = evaluate(
-        args.checkpoint, samplers, steps, args.num, out, seed=args.seed, spacing=args.spacing,
+        args.checkpoint, args.sampler, args.steps, args.num, out, seed=args.seed, spacing=args.spacing,
         batch_size=args.batch_size, device=device, progress=not args.no_progress, options=_sampler_options(args),
         inception_weights=args.inception_weights,
     )  # fmt: skip

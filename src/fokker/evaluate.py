@@ -61,8 +61,8 @@ def score(
 
 def evaluate(
     checkpoint: str | Path,
-    samplers: list[str],
-    steps: list[int],
+    samplers: list[str] | None,
+    steps: list[int] | None,
     num: int,
     out: str | Path,
     *,
@@ -75,15 +75,18 @@ def evaluate(
     inception_weights: str | Path | None = None,
 ) -> dict:
     """Sample `num` per (sampler, steps), score each set, write OUT/metrics.json and OUT/report.md with
-    pictures. Returns the metrics record (also in metrics.json)."""
+    pictures; samplers, steps or spacing left as None come from the run's sample config. Returns the metrics
+    record (also in metrics.json)."""
     options = options or {}
+    denoiser, config = load_model(checkpoint, device)
+    samplers = samplers or [config["sample"]["sampler"]]
+    steps = steps or [config["sample"]["steps"]]
     for name in samplers:
         check_options(name, _own(name, options))
     for key in options:
         if not any(key in sampler_options(name) for name in samplers):
             raise UserError(f"option {key!r} is taken by none of the samplers {samplers}")
     out = Path(out)
-    denoiser, config = load_model(checkpoint, device)
     spacing = spacing or config["sample"]["spacing"]
     for n in steps:
         time_grid(denoiser.process, n, spacing)  # a bad step count or spacing fails before any work
