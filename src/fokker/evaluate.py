@@ -17,7 +17,7 @@ from fokker.errors import UserError
 from fokker.metrics import Classifier, image_metrics, load_classifier, vector_metrics
 from fokker.metrics.inception import inception_metrics, load_inception
 from fokker.model import load_model, weights_path
-from fokker.samplers import check_options, sample_seeded, sampler_options, time_grid
+from fokker.samplers import get_sampler, sample_seeded, sampler_options, time_grid
 from fokker.viz import metric_curves, save_picture, training_curve
 
 # the metrics plotted against NFE, and whether lower is better
@@ -82,7 +82,7 @@ def evaluate(
     samplers = samplers or [config["sample"]["sampler"]]
     steps = steps or [config["sample"]["steps"]]
     for name in samplers:
-        check_options(name, _own(name, options))
+        get_sampler(name)  # an unknown name fails before any work
     for key in options:
         if not any(key in sampler_options(name) for name in samplers):
             raise UserError(f"option {key!r} is taken by none of the samplers {samplers}")
