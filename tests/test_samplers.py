@@ -11,9 +11,11 @@ import torch
 import fokker
 from fokker.denoiser import from_x0_eps
 from fokker.errors import UserError
+from fokker.metrics import gaussian_fit, gaussian_kl
 from fokker.processes import expand_as
 from fokker.targets import GaussianMixture, GaussianTarget, exact_denoiser
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 F64 = torch.float64
 N = 20_000
 GAUSS = GaussianTarget.anisotropic(8)
@@ -24,10 +26,7 @@ LINEAR = fokker.VP(T=1000)
 
 def fitted_kl(x: torch.Tensor, target: GaussianTarget) -> float:
     """KL(N(mean(x), cov(x)) || N(mu, S))."""
-    m, S = x.mean(0), torch.cov(x.T)
-    Si = torch.linalg.inv(target.cov)
-    d = target.mean - m
-    return 0.5 * (torch.trace(Si @ S) + d @ Si @ d - len(m) + torch.logdet(target.cov) - torch.logdet(S)).item()
+    return gaussian_kl(*gaussian_fit(x), target.mean, target.cov)
 
 
 def run(target, process, sampler, steps, seed=1, n=N, **options):

@@ -7,7 +7,7 @@ from fokker.denoiser import Denoiser
 from fokker.errors import UserError
 from fokker.losses import simple_loss
 from fokker.processes import VE, VP, Process, SubVP, process_from_config
-from fokker.samplers import SAMPLERS, sample, time_grid
+from fokker.samplers import SAMPLERS, langevin, sample, score_from_log_prob, time_grid
 
 __all__ = [
     "SAMPLERS",
@@ -17,8 +17,10 @@ __all__ = [
     "Process",
     "SubVP",
     "UserError",
+    "langevin",
     "process_from_config",
     "sample",
+    "score_from_log_prob",
     "simple_loss",
     "time_grid",
 ]

@@ -9,7 +9,10 @@ from tqdm.auto import tqdm
 
 from fokker.denoiser import Denoiser
 from fokker.samplers import ddpm as _ddpm  # noqa: F401  (registers "ddpm" and "ddim")
+from fokker.samplers import ode as _ode  # noqa: F401  (registers "ode")
+from fokker.samplers import sde as _sde  # noqa: F401  (registers "euler_maruyama" and "pc")
 from fokker.samplers.grid import SPACINGS, time_grid
+from fokker.samplers.langevin import langevin, score_from_log_prob  # also registers "annealed_langevin"
 from fokker.samplers.noise import Generators, randn, seed_for
 from fokker.samplers.registry import SAMPLERS, check_options, get_sampler, register, sampler_options
 
@@ -17,11 +20,13 @@ __all__ = [
     "SAMPLERS",
     "SPACINGS",
     "get_sampler",
+    "langevin",
     "randn",
     "register",
     "sample",
     "sample_seeded",
     "sampler_options",
+    "score_from_log_prob",
     "seed_for",
     "time_grid",
 ]

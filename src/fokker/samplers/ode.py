@@ -1,0 +1,159 @@
+"""The probability-flow ODE (Song et al. 2021, eq. 13), whose marginals are those of the reverse SDE:
+
+    dx/dt = f(x, t) - g(t)^2 / 2 grad log p_t(x) = dlog(alpha)/dt x + g(t)^2 / (2 sigma(t)) eps_hat,
+
+solved from t = 1 down the grid by fixed-step Euler or Heun, or adaptively by torchdiffeq's dopri5."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from tqdm.auto import tqdm
+
+from fokker.denoiser import Denoiser
+from fokker.errors import UserError
+from fokker.processes import Process
+from fokker.samplers.noise import Generators
+from fokker.samplers.registry import register
+from fokker.samplers.steps import conditionings, run_table, step_table
+
+METHODS = ("euler", "heun", "dopri5")
+
+
+def euler_coefficients(process: Process, t: torch.Tensor, s: torch.Tensor):
+    """x_s = x - dt (f - g^2 / 2 score), dt = t - s, in terms of (x0, eps) with x = alpha_t x0 + sigma_t eps."""
+    dt, g2 = t - s, process.diffusion(t) ** 2
+    keep = 1 - process.d_log_alpha(t) * dt
+    sigma_t = process.sigma(t)
+    return keep * process.alpha(t), keep * sigma_t - 0.5 * g2 * dt / sigma_t, torch.zeros_like(t)
+
+
+def ode_coefficients(process: Process, t: torch.Tensor) -> list[tuple[float, float, float, float]]:
+    """(alpha, sigma, dlog(alpha)/dt, g^2 / (2 sigma)) at each of the times t (float64, 1-D)."""
+    sigma = process.sigma(t)
+    columns = (process.alpha(t), sigma, process.d_log_alpha(t), process.diffusion(t) ** 2 / (2 * sigma))
+    return list(zip(*(v.tolist() for v in columns), strict=True))
+
+
+class Drift:
+    """The ODE's right-hand side, callable as torchdiffeq calls it, counting accepted and rejected adaptive
+    steps through torchdiffeq's callbacks. `x0` is the x0_hat of the latest evaluation."""
+
+    def __init__(self, denoiser: Denoiser, model_kwargs: dict):
+        self.denoiser, self.model_kwargs = denoiser, model_kwargs
+        self.accepted = self.rejected = 0
+        self.x0: torch.Tensor | None = None
+
+    def evaluate(self, x: torch.Tensor, t, coefficients: tuple, c: torch.Tensor | None = None) -> torch.Tensor:
+        """dlog(alpha)/dt x + g^2 / (2 sigma) eps_hat, the coefficients at t given."""
+        alpha, sigma, d_log_alpha, h = coefficients
+        self.x0, eps = self.denoiser.predict(x, t, alpha=alpha, sigma=sigma, c=c, **self.model_kwargs)
+        return x * d_log_alpha + h * eps
+
+    def __call__(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        t = t.detach().to(torch.float64)
+        return self.evaluate(x, t, ode_coefficients(self.denoiser.process, t.reshape(1))[0])
+
+    def callback_accept_step(self, t0, y0, dt) -> None:
+        self.accepted += 1
+
+    def callback_reject_step(self, t0, y0, dt) -> None:
+        self.rejected += 1
+
+
+def smallest_time(process: Process) -> float:
+    """The earliest time an adaptive solve goes to when sigma(0) = 0: the first grid time 1 / T of a
+    discrete process, else the process's t_min."""
+    return 1.0 / process.T if process.T is not None else process.t_min
+
+
+@torch.no_grad()
+def heun(
+    denoiser: Denoiser,
+    x: torch.Tensor,
+    times: torch.Tensor,
+    denoise: bool,
+    callback: Callable | None,
+    model_kwargs: dict,
+    progress: bool,
+) -> tuple[torch.Tensor, dict]:
+    """Heun's method (Karras et al. 2022, Alg. 1) on the grid: an Euler step to s, then the average of
+    the drifts at t and s. A step onto a time with sigma = 0 is an Euler step; with `denoise`, the step
+    onto t = 0 returns x0_hat."""
+    drift, nfe0 = Drift(denoiser, model_kwargs), denoiser.nfe
+    conds, coefs = conditionings(denoiser, times, x), ode_coefficients(denoiser.process, times)
+    dts = (times[1:] - times[:-1]).tolist()
+    for k in tqdm(range(len(dts)), leave=False, disable=not progress):
+        d1 = drift.evaluate(x, None, coefs[k], conds[k])
+        x0 = drift.x0
+        if denoise and times[k + 1] == 0:
+            x = x0
+        elif coefs[k + 1][1] == 0:
+            x = x + dts[k] * d1
+        else:
+            x = x + dts[k] / 2 * (d1 + drift.evaluate(x + dts[k] * d1, None, coefs[k + 1], conds[k + 1]))
+        if callback is not None:
+            callback(k, x, x0)
+    return x, {"nfe": denoiser.nfe - nfe0, "steps": len(dts)}
+
+
+@torch.no_grad()
+def dopri5(
+    denoiser: Denoiser,
+    x: torch.Tensor,
+    times: torch.Tensor,
+    rtol: float,
+    atol: float,
+    denoise: bool,
+    model_kwargs: dict,
+) -> tuple[torch.Tensor, dict]:
+    """Adaptive Dormand-Prince 5(4) from times[0] to times[-1] (only the ends of the grid are used); a
+    time with sigma = 0 is replaced by `smallest_time`, from which `denoise` takes x0_hat."""
+    from torchdiffeq import odeint
+
+    process = denoiser.process
+    end = float(times[-1])
+    if process.sigma(torch.tensor([end], dtype=torch.float64)).item() == 0:
+        end = smallest_time(process)
+    drift, nfe0 = Drift(denoiser, model_kwargs), denoiser.nfe
+    span = torch.tensor([float(times[0]), end], dtype=torch.float64)
+    # step_t: land on `end` exactly; otherwise torchdiffeq steps past it (to t < 0, where sigma is undefined)
+    x = odeint(drift, x, span, rtol=rtol, atol=atol, method="dopri5", options={"step_t": span[1:]})[-1]
+    if denoise and times[-1] == 0:
+        x = denoiser.x0(x, end, **model_kwargs)
+    info = {"nfe": denoiser.nfe - nfe0, "steps": drift.accepted, "accepted": drift.accepted}
+    return x, {**info, "rejected": drift.rejected, "t_end": end}
+
+
+@register("ode")
+def ode(
+    denoiser: Denoiser,
+    x: torch.Tensor,
+    times: torch.Tensor,
+    *,
+    method: str = "heun",
+    rtol: float = 1e-5,
+    atol: float = 1e-5,
+    denoise: bool = True,
+    generator: Generators = None,
+    callback: Callable | None = None,
+    model_kwargs: dict | None = None,
+    progress: bool = False,
+) -> tuple[torch.Tensor, dict]:
+    """The probability-flow ODE (Song et al. 2021, eq. 13) by "euler" or "heun" on the grid (NFE = steps,
+    about 2 steps for Heun) or by "dopri5" to rtol / atol (the step count is ignored; info has its
+    accepted and rejected steps). With `denoise`, the end at t = 0 is Tweedie's x0_hat from the last
+    time before it. Deterministic: the same x gives the same samples (dopri5: up to its tolerance, since
+    its step sizes depend on the whole batch)."""
+    if method not in METHODS:
+        raise UserError(f"unknown ODE method {method!r}; expected one of {METHODS}")
+    if rtol <= 0 or atol <= 0:
+        raise UserError(f"rtol and atol must be positive, got {rtol} and {atol}")
+    model_kwargs = model_kwargs or {}
+    if method == "euler":
+        steps = step_table(denoiser, x, times, euler_coefficients, denoise)
+        return run_table(denoiser, x, steps, generator, callback, model_kwargs, progress)
+    if method == "heun":
+        return heun(denoiser, x, times, denoise, callback, model_kwargs, progress)
+    return dopri5(denoiser, x, times, rtol, atol, denoise, model_kwargs)
