@@ -125,6 +125,40 @@ def test_train_and_sample_images_on_digits(tmp_path):
     assert f"with {sample_config['sampler']} (3 steps, {sample_config['spacing']} spacing)" in r.stdout
 
 
+def test_score_family_from_the_command_line(tmp_path):
+    """--process ve --loss ssm trains a VE model by sliced score matching; pc / ode / annealed Langevin
+    sample it with options from the command line or, when the sampler is the run's own, from its config."""
+    r = fokker(
+        "train", "--preset", "ve-toy", "--process", "ve", "--loss", "ssm", "--steps", "30", "--out", "run",
+        "--no-progress", *TINY, "sample.num=20", "sample.steps=5", cwd=tmp_path,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    config = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert config["process"]["type"] == "ve" and config["train"]["loss"] == "ssm"
+    assert config["process"]["sigma_max"] == 4.0  # --process of the preset's own type keeps its settings
+    assert config["sample"]["options"] == {"predictor": "reverse_diffusion", "corrector": "none"}
+    runs = {
+        "own": ([], "NFE 5 per sample"),  # the config's pc without a corrector
+        "pc": (["--sampler", "pc", "--corrector", "langevin", "--snr", "0.1", "--corrector-steps", "2"], "NFE 15"),
+        "ode": (["--sampler", "ode", "--method", "dopri5", "--rtol", "1e-3", "--atol", "1e-3", "--no-denoise"], "NFE"),
+        "al": (["--sampler", "annealed_langevin", "--steps-per-level", "3", "--epsilon", "1e-4"], "NFE 16 per"),
+    }
+    for name, (args, expected) in runs.items():
+        r = fokker("sample", "--checkpoint", "run", "--num", "8", "--out", f"{name}.png", "--no-progress", *args,
+                   cwd=tmp_path)  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        assert expected in r.stdout, r.stdout
+        assert np.isfinite(np.load(tmp_path / f"{name}.npz")["samples"]).all()
+
+
+def test_every_sampler_option_has_a_flag():
+    from fokker.cli import SAMPLER_FLAGS
+    from fokker.samplers import SAMPLERS, sampler_options
+
+    options = {key for name in SAMPLERS for key in sampler_options(name)}
+    assert options == set(SAMPLER_FLAGS)
+
+
 # --------------------------------------------------------------------------- help, dry run
 
 
@@ -184,6 +218,8 @@ ERRORS = [
     (["train", "--out", "new_run", "train.batch_size=abc"], "bad value for train.batch_size: 'abc'; expected a"),
     (["train", "--out", "new_run", "train.lrr=1e-3"], "unknown config key 'train.lrr'; known keys here: ["),
     (["train", "--out", "new_run", "train.lr"], "bad override 'train.lr'; expected section.key=value"),
+    (["train", "--out", "new_run", "--loss", "nce"], "bad value for train.loss: 'nce'; expected one of simple,"),
+    (["train", "--out", "new_run", "train.weighting=snr"], "unknown weighting 'snr'; expected one of"),
     (["train", "--out", "new_run", "model.network.type=resnet"], "unknown network type 'resnet'; accepted: "),
     (["train", "--out", "new_run", "--minutes", "-2"], "bad value for train.minutes: -2.0; expected a positive"),
     pytest.param(["train", "--out", "new_run", "--device", "cuda"], "no CUDA device is available", marks=NO_CUDA),
@@ -194,6 +230,7 @@ ERRORS = [
     (["train", "--out", "run", "--resume", "train.lr=1e-4"], "only --steps / --minutes may change"),
     (["train", "--out", "run", "--resume", "--seed", "3"], "only --steps / --minutes may change"),
     (["train", "--out", "run", "--resume", "--preset", "toy"], "only --steps / --minutes may change"),
+    (["train", "--out", "run", "--resume", "--loss", "dsm"], "only --steps / --minutes may change"),
     (["train", "--out", "run", "--resume", "--steps", "0"], "bad value for train.steps: 0; expected a positive"),
     pytest.param(["train", "--out", "run", "--resume", "--device", "cuda"], "no CUDA device", marks=NO_CUDA),
     # sample: grid.png and grid.npz must stay as they are
@@ -201,6 +238,8 @@ ERRORS = [
     (["sample", "--checkpoint", "run", "--eta", "1.5"], "eta must be in [0, 1], got 1.5"),
     (["sample", "--checkpoint", "run", "--sampler", "ddpm", "--variance", "big"], "unknown variance 'big'"),
     (["sample", "--checkpoint", "run", "--sampler", "euler"], "unknown sampler 'euler'; expected one of ["),
+    (["sample", "--checkpoint", "run", "--sampler", "pc", "--predictor", "rk4"], "unknown predictor 'rk4'"),
+    (["sample", "--checkpoint", "run", "--sampler", "ode", "--snr", "0.1"], "sampler 'ode' has no option 'snr'"),
     (["sample", "--checkpoint", "run", "--steps", "0"], "steps must be at least 1, got 0"),
     (["sample", "--checkpoint", "run", "--steps", "1001"], "steps must be at most T = 1000"),
     (["sample", "--checkpoint", "run", "--spacing", "cubic"], "unknown spacing 'cubic'"),

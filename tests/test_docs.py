@@ -9,7 +9,8 @@ DOCS = sorted(p for p in (Path(__file__).parent.parent / "docs").glob("*.md") if
 
 
 def test_there_are_howtos():
-    assert {p.name for p in DOCS} >= {"samplers.md", "own-data.md", "sample-from-checkpoint.md", "evaluate.md"}
+    expected = {"samplers.md", "own-data.md", "sample-from-checkpoint.md", "evaluate.md", "score-based.md"}
+    assert {p.name for p in DOCS} >= expected
 
 
 @pytest.mark.parametrize("doc", DOCS, ids=[p.stem for p in DOCS])

@@ -2,6 +2,7 @@ import pytest
 import torch
 
 import fokker
+from fokker import losses
 from fokker.errors import UserError
 from fokker.targets import GaussianTarget, exact_denoiser
 
@@ -59,3 +60,82 @@ def test_uniform_times_and_bad_target(gen):
     assert counts[0] == 0 and (counts[1:] > 400).all()
     with pytest.raises(UserError, match="unknown loss target"):
         fokker.simple_loss(d, torch.zeros(2, 1), target="score")
+
+
+def linear_score_model(dim: int, process) -> tuple[fokker.Denoiser, torch.Tensor, torch.Tensor]:
+    """A Denoiser whose score is A x + b, with A and b trainable (zero at first)."""
+    A = torch.zeros(dim, dim, dtype=F64, requires_grad=True)
+    b = torch.zeros(dim, dtype=F64, requires_grad=True)
+    return fokker.Denoiser(lambda x, c: x @ A.T + b, process, prediction="score"), A, b
+
+
+@pytest.mark.parametrize("loss", ["dsm", "ssm", "ism"])
+@pytest.mark.parametrize("process", [fokker.VP(T=None), fokker.VE(0.01, 5.0)], ids=["vp", "ve"])
+def test_linear_model_recovers_the_exact_gaussian_score(loss, process, gen):
+    """Fitted by L-BFGS on 20,000 draws of x_t at t = 0.3, the linear score A x + b reaches the score of
+    p_t = N(alpha mu, alpha^2 S + sigma^2 I): A = -(alpha^2 S + sigma^2 I)^-1, b = -A alpha mu. Relative
+    error of A measured (VP / VE): DSM 0.003 / 0.012, SSM 0.012 / 0.024, ISM 0.017 / 0.019, from finite
+    samples; the tolerance is 0.05."""
+    target = GaussianTarget.anisotropic(3, seed=1)
+    n, t = 20_000, torch.full((20_000,), 0.3, dtype=F64)
+    x0, noise = target.sample(n, gen), torch.randn(n, 3, generator=gen, dtype=F64)
+    d, A, b = linear_score_model(3, process)
+    fn = {"dsm": losses.dsm_loss, "ssm": losses.ssm_loss, "ism": losses.ism_loss}[loss]
+    opt = torch.optim.LBFGS([A, b], lr=1, max_iter=200, line_search_fn="strong_wolfe", tolerance_grad=1e-12)
+
+    def closure():
+        opt.zero_grad()
+        # the same projections at every evaluation (ssm): a deterministic objective for L-BFGS
+        value = fn(d, x0, t=t, noise=noise, generator=torch.Generator().manual_seed(3)).mean()
+        value.backward()
+        return value
+
+    opt.step(closure)
+    alpha, sigma = process.alpha(0.3), process.sigma(0.3)
+    A_true = -torch.linalg.inv(alpha**2 * target.cov + sigma**2 * torch.eye(3, dtype=F64))
+    error = (torch.linalg.norm(A.detach() - A_true) / torch.linalg.norm(A_true)).item()
+    assert error < 0.05, error
+    assert torch.allclose(b.detach(), -A_true @ (alpha * target.mean), atol=0.05 * A_true.abs().max())
+
+
+@pytest.mark.parametrize("projection", ["rademacher", "gaussian"])
+def test_sliced_score_matching_is_unbiased(projection, gen):
+    """For a fixed non-linear model, the average of SSM over many projections equals the implicit score
+    matching value (exact Jacobian trace) per example, within 4 standard errors."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.Tanh(), torch.nn.Linear(16, 4)).double()
+    d = fokker.Denoiser(lambda x, c: net(x) * (1 + c[:, None]), fokker.VP(T=None))
+    b, k = 8, 4000
+    x0, noise = torch.randn(b, 4, generator=gen, dtype=F64), torch.randn(b, 4, generator=gen, dtype=F64)
+    t = torch.rand(b, generator=gen, dtype=F64) * 0.8 + 0.1
+    exact = losses.ism_loss(d, x0, t=t, noise=noise).detach()
+    repeat = lambda a: a.repeat(k, *[1] * (a.dim() - 1))  # noqa: E731
+    sliced = losses.ssm_loss(d, repeat(x0), t=repeat(t), noise=repeat(noise), projection=projection, generator=gen)
+    sliced = sliced.detach().reshape(k, b)
+    se = sliced.std(0) / k**0.5
+    assert ((sliced.mean(0) - exact).abs() < 4 * se + 1e-12).all(), (sliced.mean(0), exact, se)
+    assert (se > 0).all()  # the slices really are random
+
+
+def test_dsm_weightings_relate_to_l_simple(gen):
+    """lambda = sigma^2 makes DSM L_simple (notes 002, eq. 1.7.14); lambda = g^2 multiplies it by g^2 / sigma^2."""
+    p = fokker.SubVP()
+    d = fokker.Denoiser(lambda x, c: torch.sin(x) * c[:, None], p, prediction="x0")
+    x0, noise = torch.randn(16, 4, generator=gen, dtype=F64), torch.randn(16, 4, generator=gen, dtype=F64)
+    t = torch.rand(16, generator=gen, dtype=F64) * 0.9 + 0.05
+    base = fokker.simple_loss(d, x0, t=t, noise=noise, target="eps")
+    assert torch.allclose(losses.dsm_loss(d, x0, t=t, noise=noise), base, rtol=1e-12)
+    weighted = losses.dsm_loss(d, x0, t=t, noise=noise, weighting="likelihood")
+    assert torch.allclose(weighted, base * p.diffusion(t) ** 2 / p.sigma(t) ** 2, rtol=1e-12)
+
+
+def test_score_matching_losses_reject_bad_options(gen):
+    d = fokker.Denoiser(lambda x, c: x, fokker.VP(T=None))
+    with pytest.raises(UserError, match="unknown weighting 'snr'"):
+        losses.dsm_loss(d, torch.zeros(2, 2), weighting="snr")
+    with pytest.raises(UserError, match="unknown projection 'sobol'"):
+        losses.ssm_loss(d, torch.zeros(2, 2), projection="sobol")
+    with pytest.raises(UserError, match="D = 300 > 256, use 'ssm'"):
+        losses.ism_loss(d, torch.zeros(2, 300))
+    with pytest.raises(UserError, match="unknown loss 'nce'"):
+        losses.training_loss("nce")

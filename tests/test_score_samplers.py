@@ -65,7 +65,7 @@ CASES = [
 @pytest.mark.parametrize("process,spacing", PROCESSES.values(), ids=PROCESSES.keys())
 @pytest.mark.parametrize(
     "sampler,options,grid,tol", CASES, ids=[f"{c[0]}-{next(iter(c[1].values()), '')}" for c in CASES]
-)  # noqa: E501
+)
 def test_sampler_reaches_targets_and_error_shrinks(process, spacing, sampler, options, grid, tol):
     kls = []
     for steps in grid:

@@ -12,6 +12,8 @@ from fokker.errors import UserError
 TRAIN_EXAMPLE = """examples:
   fokker train --preset mnist --minutes 10 --out runs/mnist
   fokker train --preset toy --steps 2000 --out runs/moons data.name=swiss_roll train.lr=2e-3
+  fokker train --preset toy --process ve --loss ssm --steps 2000 --out runs/moons-ssm
+  fokker train --preset ncsn --minutes 10 --out runs/ncsn      (NCSN: VE sigma ladder, annealed Langevin)
   fokker train --data ~/pictures/cats --minutes 30 --out runs/cats data.image_size=32
   fokker train --out runs/mnist --resume --minutes 20      (continue a run, up to 20 minutes in all)
   fokker train --preset digits --dry-run                    (print the resolved config)"""
@@ -25,6 +27,9 @@ MAIN_EXAMPLE = """examples:
 SAMPLE_EXAMPLE = """examples:
   fokker sample --checkpoint runs/mnist --sampler ddim --steps 50 --num 64 --seed 0 --out grid.png
   fokker sample --checkpoint runs/mnist --sampler ddpm --steps 1000 --variance beta --out ddpm.png
+  fokker sample --checkpoint runs/mnist --sampler pc --predictor reverse_diffusion --corrector langevin --snr 0.16
+  fokker sample --checkpoint runs/mnist --sampler ode --method dopri5 --rtol 1e-5 --out ode.png
+  fokker sample --checkpoint runs/ncsn --sampler annealed_langevin --steps 10 --steps-per-level 100
   fokker sample --checkpoint runs/moons/model.safetensors --num 2000 --out moons.png"""
 
 EVAL_EXAMPLE = """examples:
@@ -60,6 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--minutes", type=float, help="training budget in wall-clock minutes")
     t.add_argument("--seed", type=int, help="random seed (train.seed)")
     t.add_argument("--batch-size", type=int, help="batch size per process (train.batch_size)")
+    t.add_argument("--process", choices=["vp", "ve", "subvp"], help="the diffusion, with its default settings")
+    t.add_argument("--loss", help="simple (default), dsm, ssm (sliced) or ism (implicit, small dimension)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
     t.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
     t.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto)")
@@ -109,14 +116,35 @@ def _sampling_options(p: argparse.ArgumentParser, samplers: dict, spacings: tupl
     p.add_argument("--seed", type=int, default=0, help="sample i is drawn from its own seed (seed, i) (default: 0)")
     p.add_argument("--batch-size", type=int, default=256, help="samples per batch; does not change the result")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto)")
-    p.add_argument("--eta", type=float, help="ddim: noise scale in [0, 1] (0 = deterministic)")
-    p.add_argument("--variance", help="ddpm: beta_tilde (default) or beta")
+    for name, (kind, text) in SAMPLER_FLAGS.items():
+        flag = "--" + name.replace("_", "-")
+        if kind is bool:
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, help=text)
+        else:
+            p.add_argument(flag, type=kind, help=text)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+# every sampler's own options (fokker.samplers.sampler_options), as command-line flags
+SAMPLER_FLAGS: dict[str, tuple[type, str]] = {
+    "eta": (float, "ddim: noise scale in [0, 1] (0 = deterministic)"),
+    "variance": (str, "ddpm, and pc's ancestral predictor: beta_tilde (default) or beta"),
+    "predictor": (str, "pc: reverse_diffusion (default), euler_maruyama or ancestral"),
+    "corrector": (str, "pc: langevin (default) or none"),
+    "snr": (float, "pc: signal-to-noise ratio of the Langevin corrector (default: 0.16)"),
+    "corrector_steps": (int, "pc: Langevin corrector updates per step (default: 1)"),
+    "method": (str, "ode: euler, heun (default) or dopri5 (adaptive; --steps is then ignored)"),
+    "rtol": (float, "ode with dopri5: relative tolerance (default: 1e-5)"),
+    "atol": (float, "ode with dopri5: absolute tolerance (default: 1e-5)"),
+    "epsilon": (float, "annealed_langevin: NCSN's step size epsilon (default: 0.2 sigma_min^2 of the ladder)"),
+    "steps_per_level": (int, "annealed_langevin: Langevin updates per noise level (default: 100)"),
+    "denoise": (bool, "euler_maruyama, pc, ode, annealed_langevin: end on Tweedie's x0_hat (default: yes)"),
+}
 
 
 def _sampler_options(args: argparse.Namespace) -> dict:
     """The sampler-specific options given on the command line."""
-    return {k: v for k, v in {"eta": args.eta, "variance": args.variance}.items() if v is not None}
+    return {k: getattr(args, k) for k in SAMPLER_FLAGS if getattr(args, k) is not None}
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -128,6 +156,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     extra = [f"data.name={args.data}"] if args.data else []
     extra += [f"train.seed={args.seed}"] if args.seed is not None else []
     extra += [f"train.batch_size={args.batch_size}"] if args.batch_size is not None else []
+    extra += [f"process={{type: {args.process}}}"] if args.process else []
+    extra += [f"train.loss={args.loss}"] if args.loss else []
     config = apply_overrides(config, extra + args.overrides)
     # --steps or --minutes alone is the whole budget; both together: whichever comes first
     budget = {k: v for k, v in {"steps": args.steps, "minutes": args.minutes}.items() if v is not None}
@@ -139,7 +169,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         validate(config)
         print(to_yaml(config), end="")
         return 0
-    config_args = (args.overrides, args.preset, args.data, args.seed is not None, args.batch_size is not None)
+    given = (args.overrides, args.preset, args.data, args.process, args.loss, args.seed, args.batch_size)
+    config_args = [a for a in given if a not in (None, [], False)]
     if args.resume and any(config_args):
         raise UserError("--resume continues a run with its own config; only --steps / --minutes may change")
     result = train(
@@ -156,6 +187,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     """`fokker sample`: load a run's EMA weights, sample with per-image seeds, write a grid and .npz."""
     import numpy as np
 
+    from fokker.config import sample_options
     from fokker.data import load_dataset, to_uint8_images
     from fokker.model import load_model
     from fokker.samplers import check_options, sample_seeded
@@ -175,6 +207,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     for key in ("sampler", "steps", "spacing"):
         if getattr(args, key) is None:
             setattr(args, key, config["sample"][key])
+    options = {**sample_options(config, args.sampler), **options}
     start = time.time()
     samples, info = sample_seeded(
         denoiser, args.sampler, args.steps, config["data"]["shape"], args.num, seed=args.seed, spacing=args.spacing,

@@ -35,6 +35,8 @@ DEFAULTS: dict[str, Any] = {
         "warmup": 100,
         "grad_clip": 1.0,
         "ema_decay": 0.999,
+        "loss": "simple",
+        "weighting": "sigma2",
         "loss_target": None,
         "steps": 2000,
         "minutes": None,
@@ -45,10 +47,11 @@ DEFAULTS: dict[str, Any] = {
         "keep_last": 2,
         "mixed_precision": "no",
     },
-    "sample": {"sampler": "ddim", "steps": 50, "num": 64, "spacing": "uniform"},
+    "sample": {"sampler": "ddim", "steps": 50, "num": 64, "spacing": "uniform", "options": {}},
 }
 
-FREE_FORM = {"process", "model.network"}  # sections whose keys belong to the object they configure
+# sections whose keys belong to the object they configure
+FREE_FORM = {"process", "model.network", "sample.options"}
 
 
 def preset_names() -> list[str]:
@@ -139,5 +142,16 @@ def validate(config: dict) -> None:
         require(t["minutes"], (int, float), "train.minutes", lambda v: v > 0, "a positive number")
     for key in ("log_every", "sample_every", "checkpoint_every"):
         require(t[key], int, f"train.{key}", lambda v: v > 0, "a positive integer")
+    from fokker.losses import LOSSES, check_weighting
+
+    if t["loss"] not in LOSSES:
+        raise UserError(f"bad value for train.loss: {t['loss']!r}; expected one of {', '.join(LOSSES)}")
+    check_weighting(t["weighting"])
     if t["mixed_precision"] not in ("no", "fp16", "bf16"):
         raise UserError(f"bad value for train.mixed_precision: {t['mixed_precision']!r}; expected no, fp16 or bf16")
+
+
+def sample_options(config: dict, sampler: str) -> dict:
+    """The run's sampler options (sample.options) when `sampler` is the run's own sampler, else none."""
+    s = config["sample"]
+    return dict(s.get("options") or {}) if sampler == s["sampler"] else {}

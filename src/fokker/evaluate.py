@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from fokker.checkpoint import atomic_write_text
+from fokker.config import sample_options
 from fokker.data import Dataset, analytic_target, dataset_for
 from fokker.errors import UserError
 from fokker.metrics import Classifier, image_metrics, load_classifier, vector_metrics
@@ -104,7 +105,8 @@ def evaluate(
             start = time.time()
             samples, info = sample_seeded(
                 denoiser, name, n, config["data"]["shape"], num, seed=seed, spacing=spacing,
-                batch_size=batch_size, device=device, progress=progress, **_own(name, options),
+                batch_size=batch_size, device=device, progress=progress,
+                **{**sample_options(config, name), **_own(name, options)},
             )  # fmt: skip
             seconds = time.time() - start
             picture = f"samples_{name}_{n}.png"

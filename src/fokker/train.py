@@ -16,12 +16,12 @@ from accelerate.utils import broadcast, gather
 from tqdm.auto import tqdm
 
 from fokker.checkpoint import atomic_write_text, export_weights, load_checkpoint, load_strict, save_checkpoint
-from fokker.config import to_yaml, validate
+from fokker.config import sample_options, to_yaml, validate
 from fokker.data import dataset_for
 from fokker.denoiser import Denoiser
 from fokker.ema import EMA
 from fokker.errors import UserError
-from fokker.losses import simple_loss
+from fokker.losses import training_loss
 from fokker.model import build_model, denoiser_for, resolve_config
 from fokker.samplers import sample
 from fokker.viz import save_picture
@@ -110,6 +110,7 @@ def train(
     model, optimizer = acc.prepare(network, optimizer)
     denoiser = denoiser_for(model, config)
     data = dataset.data.to(acc.device)
+    loss_fn = training_loss(tc.get("loss", "simple"), tc.get("weighting", "sigma2"), tc["loss_target"])
 
     if acc.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
@@ -163,7 +164,7 @@ def train(
     while not done(step, elapsed, tc, acc):
         idx = torch.randint(0, len(data), (tc["batch_size"],), generator=gen, device=acc.device)
         with acc.autocast():
-            loss = simple_loss(denoiser, data[idx], target=tc["loss_target"], generator=gen).mean()
+            loss = loss_fn(denoiser, data[idx], generator=gen).mean()
         optimizer.zero_grad(set_to_none=True)
         acc.backward(loss)
         grad_norm = acc.clip_grad_norm_(model.parameters(), tc["grad_clip"])
@@ -226,7 +227,8 @@ def sample_pictures(denoiser: Denoiser, config: dict, x_T: torch.Tensor) -> torc
     # global RNG (dropout), saved in checkpoints for exact resume, is left alone
     gen = torch.Generator(x_T.device).manual_seed(config["train"]["seed"])
     x_T = x_T * denoiser.process.prior_std
-    x, _ = sample(denoiser, s["sampler"], s["steps"], x_T=x_T, spacing=s["spacing"], generator=gen)
+    options = sample_options(config, s["sampler"])
+    x, _ = sample(denoiser, s["sampler"], s["steps"], x_T=x_T, spacing=s["spacing"], generator=gen, **options)
     return x
 
 
