@@ -228,7 +228,7 @@ ERRORS = [
     # train: the existing run must stay as it is
     (["train", "--out", "run", "--steps", "5"], "run already holds a run; pass --resume to continue it"),
     (["train", "--out", "run", "--resume", "train.lr=1e-4"], "only --steps / --minutes may change"),
-    (["train", "--out", "run", "--resume", "--seed", "3"], "only --steps / --minutes may change"),
+    (["train", "--out", "run", "--resume", "--seed", "0"], "only --steps / --minutes may change"),
     (["train", "--out", "run", "--resume", "--preset", "toy"], "only --steps / --minutes may change"),
     (["train", "--out", "run", "--resume", "--loss", "dsm"], "only --steps / --minutes may change"),
     (["train", "--out", "run", "--resume", "--steps", "0"], "bad value for train.steps: 0; expected a positive"),

@@ -170,8 +170,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(to_yaml(config), end="")
         return 0
     given = (args.overrides, args.preset, args.data, args.process, args.loss, args.seed, args.batch_size)
-    config_args = [a for a in given if a not in (None, [], False)]
-    if args.resume and any(config_args):
+    config_args = [a for a in given if a is not None and a != []]  # --seed 0 counts
+    if args.resume and config_args:
         raise UserError("--resume continues a run with its own config; only --steps / --minutes may change")
     result = train(
         config, Path(args.out), resume=args.resume, device=args.device, budget=budget, progress=not args.no_progress
