@@ -83,11 +83,11 @@ def heun(
     onto t = 0 returns x0_hat."""
     drift, nfe0 = Drift(denoiser, model_kwargs), denoiser.nfe
     conds, coefs = conditionings(denoiser, times, x), ode_coefficients(denoiser.process, times)
-    dts = (times[1:] - times[:-1]).tolist()
+    dts, lands_on_zero = (times[1:] - times[:-1]).tolist(), (times[1:] == 0).tolist()
     for k in tqdm(range(len(dts)), leave=False, disable=not progress):
         d1 = drift.evaluate(x, None, coefs[k], conds[k])
         x0 = drift.x0
-        if denoise and times[k + 1] == 0:
+        if denoise and lands_on_zero[k]:
             x = x0
         elif coefs[k + 1][1] == 0:
             x = x + dts[k] * d1
