@@ -5,6 +5,8 @@ samplers that work on any Denoiser."""
 
 from fokker.denoiser import Denoiser
 from fokker.errors import UserError
+from fokker.latents import decode, encode, interpolate
+from fokker.likelihood import Likelihood, likelihood
 from fokker.losses import simple_loss
 from fokker.processes import VE, VP, Process, SubVP, process_from_config
 from fokker.samplers import SAMPLERS, langevin, sample, score_from_log_prob, time_grid
@@ -14,10 +16,15 @@ __all__ = [
     "VE",
     "VP",
     "Denoiser",
+    "Likelihood",
     "Process",
     "SubVP",
     "UserError",
+    "decode",
+    "encode",
+    "interpolate",
     "langevin",
+    "likelihood",
     "process_from_config",
     "sample",
     "score_from_log_prob",

@@ -17,6 +17,7 @@ from fokker.processes import Process, expand_as
 
 PREDICTIONS = ("eps", "x0", "v", "score")
 CONDITIONINGS = ("time", "index", "sigma", "log_sigma")
+VARIANCES = ("fixed", "learned")
 
 Coef = torch.Tensor | float
 
@@ -75,7 +76,9 @@ class Denoiser:
     fn(x, c, **model_kwargs) gets the noise conditioning c of shape (batch,):
     "time" t in [0, 1] (default), "index" t * T (DDPM's step number), "sigma" or "log_sigma".
     `clip` = (lo, hi) clamps predicted x_0 to the data range (eps is then recomputed from it).
-    `nfe` counts evaluations of fn.
+    `variance` = "learned": fn also outputs v, the interpolation of the reverse variance between
+    beta and beta-tilde (Nichol & Dhariwal 2021, eq. 15), as the second half of its channels (dim 1);
+    `raw` and `predict` return the first half, `raw_and_variance` both. `nfe` counts evaluations of fn.
     """
 
     def __init__(
@@ -85,6 +88,7 @@ class Denoiser:
         prediction: str = "eps",
         clip: tuple[float, float] | None = None,
         conditioning: str = "time",
+        variance: str = "fixed",
     ):
         if prediction not in PREDICTIONS:
             raise UserError(f"unknown prediction {prediction!r}; expected one of {PREDICTIONS}")
@@ -92,9 +96,16 @@ class Denoiser:
             raise UserError(f"unknown conditioning {conditioning!r}; expected one of {CONDITIONINGS}")
         if conditioning == "index" and process.T is None:
             raise UserError("conditioning 'index' needs a discrete process (T steps)")
+        if variance not in VARIANCES:
+            raise UserError(f"unknown variance {variance!r}; expected one of {VARIANCES}")
         self.fn, self.process, self.prediction = fn, process, prediction
-        self.clip, self.conditioning = clip, conditioning
+        self.clip, self.conditioning, self.variance = clip, conditioning, variance
         self.nfe = 0
+
+    @property
+    def learned_variance(self) -> bool:
+        """Whether fn outputs the reverse-variance interpolation v besides its prediction."""
+        return self.variance == "learned"
 
     def condition(self, t: torch.Tensor) -> torch.Tensor:
         """The network's noise input for times t (float64 in, float64 out)."""
@@ -112,11 +123,26 @@ class Denoiser:
     def raw(
         self, x: torch.Tensor, t: torch.Tensor | float, c: torch.Tensor | None = None, **model_kwargs
     ) -> torch.Tensor:
-        """One evaluation of fn at (x, t). `c` is the precomputed conditioning (samplers hoist it)."""
+        """One evaluation of fn at (x, t): its prediction (without v when the variance is learned).
+        `c` is the precomputed conditioning (samplers hoist it)."""
+        return self.raw_and_variance(x, t, c, **model_kwargs)[0]
+
+    def raw_and_variance(
+        self, x: torch.Tensor, t: torch.Tensor | float, c: torch.Tensor | None = None, **model_kwargs
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """One evaluation of fn at (x, t): (prediction, v), v None unless the variance is learned."""
         if c is None:
             c = self.condition(self._batch_times(x, t)).to(device=x.device, dtype=x.dtype)
         self.nfe += 1
-        return self.fn(x, c, **model_kwargs)
+        out = self.fn(x, c, **model_kwargs)
+        if not self.learned_variance:
+            return out, None
+        if out.shape[1] != 2 * x.shape[1]:
+            raise UserError(
+                f"a learned-variance model must output 2 x {x.shape[1]} channels (prediction, v), got {out.shape[1]}"
+            )
+        pred, v = out.chunk(2, dim=1)
+        return pred, v
 
     def predict(
         self,

@@ -25,11 +25,25 @@ def randn(
 ) -> torch.Tensor:
     """Standard normal noise of `shape`. With a list of generators, row i is drawn from generator i
     (the list must have shape[0] entries); noise is drawn on the generator's device, then moved."""
+    return _draw(torch.randn, shape, generator, device, dtype)
+
+
+def rand(
+    shape: Sequence[int],
+    generator: Generators = None,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """Uniform noise on [0, 1) of `shape`, drawn like `randn`."""
+    return _draw(torch.rand, shape, generator, device, dtype)
+
+
+def _draw(fn, shape: Sequence[int], generator: Generators, device, dtype: torch.dtype) -> torch.Tensor:
     shape = tuple(shape)
     if generator is None or isinstance(generator, torch.Generator):
         gen_device = generator.device if generator is not None else device
-        return torch.randn(shape, generator=generator, device=gen_device, dtype=dtype).to(device)
+        return fn(shape, generator=generator, device=gen_device, dtype=dtype).to(device)
     if len(generator) != shape[0]:
         raise ValueError(f"got {len(generator)} generators for a batch of {shape[0]}")
-    rows = [torch.randn((1, *shape[1:]), generator=g, device=g.device, dtype=dtype) for g in generator]
+    rows = [fn((1, *shape[1:]), generator=g, device=g.device, dtype=dtype) for g in generator]
     return torch.cat(rows).to(device)

@@ -68,6 +68,17 @@ def smallest_time(process: Process) -> float:
     return 1.0 / process.T if process.T is not None else process.t_min
 
 
+def solve(func: Callable, y0, t0: float, t1: float, rtol: float, atol: float):
+    """y(t1) from y(t0) = y0 by torchdiffeq's adaptive dopri5 (either direction; y0 a tensor or a tuple of
+    them). The last step lands on t1 exactly: otherwise torchdiffeq steps past it and evaluates func
+    beyond the interval (at t < 0, where sigma is undefined)."""
+    from torchdiffeq import odeint
+
+    span = torch.tensor([t0, t1], dtype=torch.float64)
+    y = odeint(func, y0, span, rtol=rtol, atol=atol, method="dopri5", options={"step_t": span[1:]})
+    return tuple(v[-1] for v in y) if isinstance(y, tuple) else y[-1]
+
+
 @torch.no_grad()
 def heun(
     denoiser: Denoiser,
@@ -110,16 +121,12 @@ def dopri5(
 ) -> tuple[torch.Tensor, dict]:
     """Adaptive Dormand-Prince 5(4) from times[0] to times[-1] (only the ends of the grid are used); a
     time with sigma = 0 is replaced by `smallest_time`, from which `denoise` takes x0_hat."""
-    from torchdiffeq import odeint
-
     process = denoiser.process
     end = float(times[-1])
     if process.sigma(torch.tensor([end], dtype=torch.float64)).item() == 0:
         end = smallest_time(process)
     drift, nfe0 = Drift(denoiser, model_kwargs), denoiser.nfe
-    span = torch.tensor([float(times[0]), end], dtype=torch.float64)
-    # step_t: land on `end` exactly; otherwise torchdiffeq steps past it (to t < 0, where sigma is undefined)
-    x = odeint(drift, x, span, rtol=rtol, atol=atol, method="dopri5", options={"step_t": span[1:]})[-1]
+    x = solve(drift, x, float(times[0]), end, rtol, atol)
     if denoise and times[-1] == 0:
         x = denoiser.x0(x, end, **model_kwargs)
     info = {"nfe": denoiser.nfe - nfe0, "steps": drift.accepted, "accepted": drift.accepted}
