@@ -123,6 +123,16 @@ def test_train_and_sample_images_on_digits(tmp_path):
     assert r.returncode == 0, r.stderr
     sample_config = load_preset("digits")["sample"]
     assert f"with {sample_config['sampler']} (3 steps, {sample_config['spacing']} spacing)" in r.stdout
+    # the bound with the discretized decoder of the 17-level digits; an interpolation from a file to a test image
+    r = fokker("likelihood", "--checkpoint", "run", "--steps", "5", "--num", "4", "--no-progress", cwd=tmp_path)
+    assert r.returncode == 0 and "upper bound) over 4 test examples" in r.stdout, r.stderr
+    assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["data"]["levels"] == 17
+    Image.new("L", (20, 12), 200).save(tmp_path / "grey.png")
+    r = fokker("interpolate", "--checkpoint", "run", "--a", "grey.png", "--b", "3", "--num", "3", "--rtol", "1e-2",
+               "--atol", "1e-2", "--out", "path.png", cwd=tmp_path)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    with Image.open(tmp_path / "path.png") as img:  # 3 interpolants framed by the 2 inputs, in one row
+        assert img.width > 4 * img.height
 
 
 def test_score_family_from_the_command_line(tmp_path):
@@ -151,6 +161,34 @@ def test_score_family_from_the_command_line(tmp_path):
         assert np.isfinite(np.load(tmp_path / f"{name}.npz")["samples"]).all()
 
 
+def test_likelihood_and_interpolation_from_the_command_line(tmp_path):
+    """A learned-variance model trained by the hybrid loss: its bound (every term, and sampled terms), its
+    ODE likelihood, and interpolations between two test points."""
+    r = fokker(
+        "train", "--preset", "toy", "--steps", "20", "--out", "run", "--no-progress", *TINY, "process.T=50",
+        "model.variance=learned", "train.loss=hybrid", "sample.num=20", "sample.steps=5", cwd=tmp_path,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    r = fokker("likelihood", "--checkpoint", "run", "--num", "40", "--out", "nll", "--no-progress", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "bits/dim (95% CI, upper bound) over 40 test examples" in r.stdout and "NFE 50 per example" in r.stdout
+    assert "L_T " in r.stdout and "L_0 (decoder)" in r.stdout
+    record = json.loads((tmp_path / "nll" / "likelihood.json").read_text())
+    assert record["method"] == "vlb" and len(record["per_example_bits_per_dim"]) == 40
+    assert (tmp_path / "nll" / "terms.png").exists()
+    r = fokker("likelihood", "--checkpoint", "run", "--num", "40", "--t-samples", "3", "--no-progress", cwd=tmp_path)
+    assert r.returncode == 0 and "NFE 3 per example" in r.stdout, r.stderr
+    r = fokker("likelihood", "--checkpoint", "run", "--method", "ode", "--num", "10", "--rtol", "1e-3",
+               "--atol", "1e-3", "--no-progress", cwd=tmp_path)  # fmt: skip
+    assert r.returncode == 0 and "(95% CI, continuous)" in r.stdout, r.stderr
+    for method in ("slerp", "ddpm"):
+        tolerances = ["--rtol", "1e-3", "--atol", "1e-3"]
+        r = fokker("interpolate", "--checkpoint", "run", "--a", "0", "--b", "1", "--num", "5", "--method", method,
+                   "--out", f"{method}.png", *tolerances, "--no-progress", cwd=tmp_path)  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        assert f"interpolated 5 pictures ({method})" in r.stdout and (tmp_path / f"{method}.png").exists()
+
+
 def test_every_sampler_option_has_a_flag():
     from fokker.cli import SAMPLER_FLAGS
     from fokker.samplers import SAMPLERS, sampler_options
@@ -162,7 +200,9 @@ def test_every_sampler_option_has_a_flag():
 # --------------------------------------------------------------------------- help, dry run
 
 
-@pytest.mark.parametrize("command", [[], ["train"], ["sample"]], ids=["fokker", "train", "sample"])
+@pytest.mark.parametrize(
+    "command", [[], ["train"], ["sample"], ["likelihood"], ["interpolate"]], ids=lambda c: c[0] if c else "fokker"
+)
 def test_help_shows_examples(command, tmp_path):
     r = fokker(*command, "--help", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
@@ -248,6 +288,16 @@ ERRORS = [
     (["sample", "--checkpoint", "nowhere"], "no weights at nowhere; give a run folder"),
     (["sample", "--checkpoint", "run/config.yaml"], "cannot read weights run/config.yaml: "),
     pytest.param(["sample", "--checkpoint", "run", "--device", "cuda"], "no CUDA device", marks=NO_CUDA),
+    # likelihood and interpolate
+    (["likelihood", "--checkpoint", "run", "--num", "1"], "--num must be at least 2 and --batch-size positive"),
+    (["likelihood", "--checkpoint", "run", "--variance", "learned", "--out", "nll"], "needs a model with a learned"),
+    (["likelihood", "--checkpoint", "run", "--method", "ode", "--divergence", "exakt"], "unknown divergence 'exakt'"),
+    (["likelihood", "--checkpoint", "run", "--method", "ode", "--rtol", "0"], "rtol and atol must be positive"),
+    (["likelihood", "--checkpoint", "run", "--t-samples", "0"], "t_samples must be at least 1, got 0"),
+    (["interpolate", "--checkpoint", "run", "--a", "0", "--b", "99999"], "index 99999 is out of range"),
+    (["interpolate", "--checkpoint", "run", "--a", "grid.png", "--b", "0"], "this model's data are vectors"),
+    (["interpolate", "--checkpoint", "run", "--a", "0", "--b", "1", "--out", "x.jpg"], "--out must name a .png"),
+    (["interpolate", "--checkpoint", "run", "--a", "0", "--b", "1", "--num", "1"], "num must be at least 2, got 1"),
 ]
 
 

@@ -9,7 +9,14 @@ DOCS = sorted(p for p in (Path(__file__).parent.parent / "docs").glob("*.md") if
 
 
 def test_there_are_howtos():
-    expected = {"samplers.md", "own-data.md", "sample-from-checkpoint.md", "evaluate.md", "score-based.md"}
+    expected = {
+        "samplers.md",
+        "own-data.md",
+        "sample-from-checkpoint.md",
+        "evaluate.md",
+        "score-based.md",
+        "likelihood.md",
+    }
     assert {p.name for p in DOCS} >= expected
 
 

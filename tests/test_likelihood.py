@@ -12,7 +12,7 @@ from fokker.errors import UserError
 from fokker.latents import decode, encode, interpolate, slerp
 from fokker.likelihood import bits_offset, divergence, likelihood, ode_nll
 from fokker.targets import GaussianMixture, GaussianTarget, exact_denoiser
-from fokker.vlb import discretized_gaussian_log_prob, log_variance_range, step_nll, vlb
+from fokker.vlb import discretized_gaussian_log_prob, step_nll, vlb
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 F64 = torch.float64
@@ -50,7 +50,7 @@ def test_kl_term_vanishes_for_the_exact_posterior():
     x0 = torch.randn(5, 3, dtype=F64, generator=torch.Generator().manual_seed(0))
     t, s = torch.full((5,), 0.5, dtype=F64), torch.full((5,), 0.49, dtype=F64)
     x_t = process.q_sample(x0, t, torch.randn_like(x0))
-    logvar = log_variance_range(process, t, s)[0]
+    logvar = process.log_variance_range(t, s)[0]
     assert step_nll(process, x0, x_t, t, s, x0, logvar, None).abs().max().item() < 1e-12
 
 
@@ -58,7 +58,7 @@ def test_clipped_beta_tilde_on_the_step_onto_zero_is_the_step_above():
     process = fokker.VP(T=1000)
     t = torch.tensor([1 / 1000, 2 / 1000], dtype=F64)
     s = torch.tensor([0.0, 1 / 1000], dtype=F64)
-    lo, hi = log_variance_range(process, t, s)
+    lo, hi = process.log_variance_range(t, s)
     assert lo[0] == lo[1]  # beta-tilde_2, improved-diffusion's clipped log variance
     assert hi[0].exp().item() == pytest.approx(process.schedule.betas[0].item(), rel=1e-9)
 

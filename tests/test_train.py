@@ -64,6 +64,12 @@ TINY_UNET = [
 RESUME_CASES = {
     "toy-mlp": ("toy", TINY_MLP, 20),
     "digits-unet": ("digits", TINY_UNET, 4),
+    # learned variance, L_vlb with the loss-aware importance sampler of t (warm after 4 steps at T = 20)
+    "toy-vlb-importance": (
+        "toy",
+        [*TINY_MLP, "process.T=20", "model.variance=learned", "train.loss=vlb", "train.time_sampler=importance"],
+        10,
+    ),
 }
 
 
@@ -87,8 +93,12 @@ def test_resumed_training_equals_uninterrupted_training_bit_for_bit(case, tmp_pa
 
     state_a, state_b = load_checkpoint(a), load_checkpoint(b)
     assert state_a["step"] == state_b["step"] == 2 * k
-    for part in ("model", "ema", "optimizer", "scheduler", "rng"):
+    parts = ("model", "ema", "optimizer", "scheduler", "rng", "time_sampler")
+    assert ("time_sampler" in state_a) == ("importance" in case)
+    for part in parts if "importance" in case else parts[:-1]:
         assert_same_state(state_a[part], state_b[part], part)
+    if "importance" in case:
+        assert (state_a["time_sampler"]["counts"] >= 10).all()  # warm: t was drawn by importance
     assert state_a["trainer"]["ema_updates"] == state_b["trainer"]["ema_updates"] == 2 * k
     assert state_a["optimizer"]["state"][0]["step"].item() == 2 * k
     weights_a, _ = read_weights(a / "model.safetensors")

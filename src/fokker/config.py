@@ -20,11 +20,13 @@ DEFAULTS: dict[str, Any] = {
         "num_points": 20000,
         "shape": None,
         "num_classes": None,
+        "levels": None,
     },
     "process": {"type": "vp", "T": 1000, "schedule": "linear"},
     "model": {
         "prediction": "eps",
         "conditioning": "time",
+        "variance": "fixed",
         "clip": None,
         "network": {"type": "mlp"},
     },
@@ -37,6 +39,8 @@ DEFAULTS: dict[str, Any] = {
         "ema_decay": 0.999,
         "loss": "simple",
         "weighting": "sigma2",
+        "hybrid_weight": 0.001,
+        "time_sampler": "uniform",
         "loss_target": None,
         "steps": 2000,
         "minutes": None,
@@ -147,6 +151,18 @@ def validate(config: dict) -> None:
     if t["loss"] not in LOSSES:
         raise UserError(f"bad value for train.loss: {t['loss']!r}; expected one of {', '.join(LOSSES)}")
     check_weighting(t["weighting"])
+    from fokker.timesteps import TIME_SAMPLERS
+
+    if t["time_sampler"] not in TIME_SAMPLERS:
+        raise UserError(f"bad value for train.time_sampler: {t['time_sampler']!r}; expected one of {TIME_SAMPLERS}")
+    variance = config["model"]["variance"]
+    if variance not in ("fixed", "learned"):
+        raise UserError(f"bad value for model.variance: {variance!r}; expected fixed or learned")
+    if t["loss"] == "hybrid" and variance != "learned":
+        raise UserError("train.loss hybrid trains a learned variance: set model.variance=learned")
+    needs_grid = t["loss"] in ("vlb", "hybrid") or t["time_sampler"] == "importance"
+    if needs_grid and config["process"].get("T") is None:
+        raise UserError(f"train.loss {t['loss']} / time_sampler {t['time_sampler']} need a discrete process.T")
     if t["mixed_precision"] not in ("no", "fp16", "bf16"):
         raise UserError(f"bad value for train.mixed_precision: {t['mixed_precision']!r}; expected no, fp16 or bf16")
 

@@ -50,13 +50,16 @@ class Dataset:
     """Data held in memory as float32 in [-1, 1]; labels where the data has them.
 
     ``data`` is (N, C, H, W) for images or (N, D) for vectors; ``labels`` is (N,) int64 with
-    values in ``range(num_classes)``, or None.
+    values in ``range(num_classes)``, or None. ``levels`` is the number of equally spaced values the
+    data takes in [-1, 1] (256 for 8-bit images, 17 for native digits), None for continuous data; the
+    likelihoods use it (a discrete decoder, dequantization).
     """
 
     data: torch.Tensor
     labels: torch.Tensor | None
     num_classes: int | None
     name: str
+    levels: int | None = None
 
     def __post_init__(self) -> None:
         if self.labels is not None and self.labels.shape != (self.data.shape[0],):
@@ -191,6 +194,22 @@ def to_uint8_images(x: torch.Tensor) -> np.ndarray:
 # --------------------------------------------------------------------------- 2-D toys
 
 
+def load_image(path: str | Path, shape: tuple[int, ...]) -> torch.Tensor:
+    """One image file as a (C, H, W) tensor in [-1, 1] for a model of `shape` (C, H, W): converted to grey
+    or RGB, the shorter side resized to H and the centre cropped, as for a folder of images."""
+    from PIL import Image
+
+    channels, size = shape[0], shape[-1]
+    path = Path(path).expanduser()
+    try:
+        with Image.open(path) as img:
+            img = _resize_crop(_to_mode(img, "L" if channels == 1 else "RGB"), size)
+            a = np.asarray(img, dtype=np.uint8).reshape(size, size, channels)
+    except Exception as err:
+        raise _read_error(path, err) from err
+    return torch.from_numpy(a).permute(2, 0, 1).float().div_(255.0).mul_(2.0).sub_(1.0)
+
+
 def _truncated_normal(rng: np.random.Generator, size: tuple[int, ...], bound: float = 3.0):
     """Standard normal samples with every |value| <= bound (out-of-range values redrawn)."""
     z = rng.standard_normal(size)
@@ -311,6 +330,7 @@ def _grey_dataset(
         x = F.interpolate(
             x, size=(image_size, image_size), mode="bilinear", align_corners=False, antialias=True
         ).clamp_(-1.0, 1.0)  # the filter is a convex combination: clamp only rounding error
+    resized = image_size is not None and image_size != images.shape[-1]
     if channels == 3:
         x = x.repeat(1, 3, 1, 1)
     return Dataset(
@@ -318,6 +338,7 @@ def _grey_dataset(
         labels=torch.from_numpy(labels.astype(np.int64)),
         num_classes=10,
         name=name,
+        levels=None if resized else max_value + 1,  # a resize leaves the value grid
     )
 
 
@@ -429,4 +450,5 @@ def _load_folder(root: Path, given: str, split: str, image_size: int | None, cha
         labels=label_t,
         num_classes=num_classes,
         name=root.resolve().name or str(root),
+        levels=256,
     )

@@ -156,15 +156,28 @@ class Denoiser:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(x_0, eps) at x_t = x from one network evaluation. Samplers pass alpha, sigma and the
         conditioning c precomputed for their grid; otherwise they come from the process."""
+        return self.predict_full(x, t, alpha=alpha, sigma=sigma, c=c, **model_kwargs)[:2]
+
+    def predict_full(
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor | float,
+        *,
+        alpha: Coef | None = None,
+        sigma: Coef | None = None,
+        c: torch.Tensor | None = None,
+        **model_kwargs,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(x_0, eps, v) from one network evaluation, v the learned-variance output (None if fixed)."""
         if alpha is None or sigma is None:
             tb = self._batch_times(x, t)
             alpha, sigma = expand_as(self.process.alpha(tb), x), expand_as(self.process.sigma(tb), x)
-        out = self.raw(x, t, c, **model_kwargs)
+        out, v = self.raw_and_variance(x, t, c, **model_kwargs)
         x0, eps = to_x0_eps(out, x, alpha, sigma, self.prediction)
         if self.clip is not None:
             x0 = x0.clamp(*self.clip)
             eps = (x - alpha * x0) / sigma
-        return x0, eps
+        return x0, eps, v
 
     def x0(self, x: torch.Tensor, t: torch.Tensor | float, **model_kwargs) -> torch.Tensor:
         """E[x_0 | x_t] (Tweedie)."""

@@ -85,6 +85,7 @@ def interpolate(
     rtol: float = 1e-5,
     atol: float = 1e-5,
     model_kwargs: dict | None = None,
+    progress: bool = False,
 ) -> tuple[torch.Tensor, dict]:
     """(num interpolants from a to b, info). a and b are single examples (no batch dimension).
 
@@ -104,10 +105,12 @@ def interpolate(
         z, info = encode(denoiser, torch.stack([a, b]), rtol=rtol, atol=atol, model_kwargs=model_kwargs)
         x, back = decode(denoiser, slerp(z[0], z[1], weights), rtol=rtol, atol=atol, model_kwargs=model_kwargs)
         return x, {"nfe": info["nfe"] + back["nfe"], "weights": weights}
-    return _ddpm_interpolation(denoiser, a, b, weights, t, steps, generator, model_kwargs)
+    return _ddpm_interpolation(denoiser, a, b, weights, t, steps, generator, model_kwargs, progress)
 
 
-def _ddpm_interpolation(denoiser, a, b, weights, t, steps, generator, model_kwargs) -> tuple[torch.Tensor, dict]:
+def _ddpm_interpolation(
+    denoiser, a, b, weights, t, steps, generator, model_kwargs, progress
+) -> tuple[torch.Tensor, dict]:
     process = denoiser.process
     if not 0 < t <= 1:
         raise UserError(f"t must be in (0, 1], got {t}")
@@ -124,6 +127,5 @@ def _ddpm_interpolation(denoiser, a, b, weights, t, steps, generator, model_kwar
     # the same reverse-process noise for every w: one generator state, copied per interpolant
     seed = int(rand((1,), generator, dtype=torch.float64).item() * 2**31)
     gens = [torch.Generator(a.device).manual_seed(seed) for _ in weights]
-    x, info = get_sampler("ddpm")(denoiser, mixed, times, generator=gens, model_kwargs=model_kwargs)
+    x, info = get_sampler("ddpm")(denoiser, mixed, times, generator=gens, model_kwargs=model_kwargs, progress=progress)
     return x, {**info, "weights": weights, "t": t}
-

@@ -174,3 +174,41 @@ def likelihood(
     bpd = nll / (dim * math.log(2)) + offset
     return Likelihood(nll, bpd, info.pop("nfe"), method, info)
 
+
+def likelihood_in_batches(
+    denoiser: Denoiser,
+    x: torch.Tensor,
+    method: str = "vlb",
+    *,
+    levels: int | None = None,
+    seed: int = 0,
+    batch_size: int = 64,
+    device: torch.device | str = "cpu",
+    progress: bool = False,
+    **options,
+) -> Likelihood:
+    """`likelihood` over a data set in batches, example i drawing its noise from its own generator
+    seeded with seed_for(seed, i) (the bound's results do not depend on batch_size; the ODE's do only
+    within its tolerance, its steps being shared by a batch). Tensors come back on the CPU."""
+    from tqdm.auto import tqdm
+
+    from fokker.samplers.noise import seed_for
+
+    if batch_size < 1:
+        raise UserError(f"batch_size must be positive, got {batch_size}")
+    parts: list[Likelihood] = []
+    starts = range(0, len(x), batch_size)
+    for lo in tqdm(starts, desc=f"likelihood ({method})", unit="batch", disable=not progress):
+        hi = min(lo + batch_size, len(x))
+        gens = [torch.Generator(device).manual_seed(seed_for(seed, i)) for i in range(lo, hi)]
+        extra = {"progress": progress} if method == "vlb" else {}
+        batch = x[lo:hi].to(device)
+        parts.append(likelihood(denoiser, batch, method, levels=levels, generator=gens, **options, **extra))
+    info: dict = {}
+    for key, value in parts[0].info.items():
+        if isinstance(value, torch.Tensor) and value.dim() >= 1 and key != "z":
+            info[key] = torch.cat([p.info[key].cpu() for p in parts])
+        elif isinstance(value, int):
+            info[key] = sum(p.info[key] for p in parts)
+    nll, bpd = (torch.cat([getattr(p, k).cpu() for p in parts]) for k in ("nll", "bpd"))
+    return Likelihood(nll, bpd, max(p.nfe for p in parts), method, info)

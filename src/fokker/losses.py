@@ -5,10 +5,13 @@ or average them. Times are uniform on the process's training times unless given.
 - `dsm_loss`: denoising score matching with lambda(t) = sigma^2 or the likelihood weighting g^2.
 - `ssm_loss`: sliced score matching (random projections); `ism_loss`: implicit (Hyvarinen) score
   matching with the exact Jacobian trace. Both match the model's score to p_t, the noised data.
+- `vlb_loss`: a one-term estimate of the variational bound L_vlb; `hybrid_loss`: L_simple + lambda L_vlb
+  with the mean stopped in L_vlb, which trains a learned variance (Nichol & Dhariwal 2021, sec. 3.1).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -17,10 +20,12 @@ from fokker.denoiser import PREDICTIONS, Denoiser, from_x0_eps, to_x0_eps
 from fokker.errors import UserError
 from fokker.processes import Process, expand_as
 from fokker.samplers.noise import randn
+from fokker.vlb import default_variance, model_step_nll
 
 WEIGHTINGS = ("sigma2", "likelihood")
 PROJECTIONS = ("rademacher", "gaussian")
-LOSSES = ("simple", "dsm", "ssm", "ism")
+LOSSES = ("simple", "dsm", "ssm", "ism", "vlb", "hybrid")
+HYBRID_WEIGHT = 0.001  # lambda of L_hybrid = L_simple + lambda L_vlb (Nichol & Dhariwal 2021, sec. 3.1)
 MAX_ISM_DIM = 256  # the exact trace costs one backward pass per dimension
 
 
@@ -171,13 +176,82 @@ def _score_matching(process: Process, t64: torch.Tensor, weighting: str, trace, 
     return weight * (trace + 0.5 * score.flatten(1).pow(2).sum(1)) / score[0].numel()
 
 
-def training_loss(name: str, weighting: str = "sigma2", target: str | None = None) -> Callable[..., torch.Tensor]:
+def _vlb_and_prediction(
+    denoiser: Denoiser, x0: torch.Tensor, t, noise, generator, model_kwargs, levels: int | None, mean_grad: bool
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(T L_{t-1} / (D ln 2) per example, the network's prediction, t, noise): the term of the bound at a
+    grid time t = i / T, i uniform on 1..T, scaled so that its mean over t is the whole bound (less L_T,
+    which has no parameters) in bits per dimension."""
+    process = denoiser.process
+    if process.T is None:
+        raise UserError("the 'vlb' and 'hybrid' losses need a discrete process (process.T steps)")
+    t64, noise = _times_and_noise(denoiser, x0, t, noise, generator)
+    i = torch.round(t64 * process.T)  # float32 times i / T back onto the grid exactly
+    t64, s64 = i / process.T, (i - 1).clamp(min=0) / process.T
+    variance = default_variance(denoiser, None)
+    kw = model_kwargs or {}
+    nats, out = model_step_nll(denoiser, x0, t64, s64, variance, levels, noise, kw, mean_grad, clip=False)
+    scale = process.T / (x0[0].numel() * math.log(2))
+    return (nats * scale).to(x0.dtype), out, t64, noise
+
+
+def vlb_loss(
+    denoiser: Denoiser,
+    x0: torch.Tensor,
+    *,
+    levels: int | None = None,
+    t: torch.Tensor | None = None,
+    noise: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+    model_kwargs: dict | None = None,
+) -> torch.Tensor:
+    """L_vlb estimated by one term per example, T L_{t-1} in bits per dimension (Ho et al. 2020, eq. 5;
+    Nichol & Dhariwal 2021, sec. 3.1), with the model's learned variance if it has one (else beta-tilde).
+    L_0 is the discretized decoder for `levels`-level data, else the Gaussian density. Unbiased for the
+    bound (less L_T) under uniform t; an importance sampler of t reweights it (fokker.timesteps)."""
+    return _vlb_and_prediction(denoiser, x0, t, noise, generator, model_kwargs, levels, mean_grad=True)[0]
+
+
+def hybrid_loss(
+    denoiser: Denoiser,
+    x0: torch.Tensor,
+    *,
+    weight: float = HYBRID_WEIGHT,
+    levels: int | None = None,
+    t: torch.Tensor | None = None,
+    noise: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+    model_kwargs: dict | None = None,
+) -> torch.Tensor:
+    """L_hybrid = L_simple + lambda L_vlb (Nichol & Dhariwal 2021, eq. 16, lambda = 0.001) from one network
+    evaluation: L_simple on the prediction, L_vlb (`vlb_loss`) with the mean stopped, so that L_vlb trains
+    only the learned variance and L_simple the mean."""
+    if not denoiser.learned_variance:
+        raise UserError("the hybrid loss trains a learned variance: set model.variance: learned")
+    vlb, out, t64, noise = _vlb_and_prediction(denoiser, x0, t, noise, generator, model_kwargs, levels, mean_grad=False)
+    alpha, sigma = expand_as(denoiser.process.alpha(t64), x0), expand_as(denoiser.process.sigma(t64), x0)
+    true = from_x0_eps(x0, noise, alpha, sigma, denoiser.prediction)
+    return (out - true).pow(2).flatten(1).mean(1) + weight * vlb
+
+
+def training_loss(
+    name: str,
+    weighting: str = "sigma2",
+    target: str | None = None,
+    levels: int | None = None,
+    hybrid_weight: float = HYBRID_WEIGHT,
+) -> Callable[..., torch.Tensor]:
     """The loss `fokker train` optimises: "simple" (L_simple with `target`), "dsm", "ssm" or "ism" (with
-    `weighting`); called as loss(denoiser, x0, generator=...)."""
+    `weighting`), "vlb" or "hybrid" (with the data's `levels` for the decoder); called as
+    loss(denoiser, x0, generator=..., t=...)."""
     if name not in LOSSES:
         raise UserError(f"unknown loss {name!r}; expected one of {LOSSES}")
     check_weighting(weighting)
     if name == "simple":
         return lambda denoiser, x0, **kw: simple_loss(denoiser, x0, target=target, **kw)
+    if name == "vlb":
+        return lambda denoiser, x0, **kw: vlb_loss(denoiser, x0, levels=levels, **kw)
+    if name == "hybrid":
+        return lambda denoiser, x0, **kw: hybrid_loss(denoiser, x0, weight=hybrid_weight, levels=levels, **kw)
     fn = {"dsm": dsm_loss, "ssm": ssm_loss, "ism": ism_loss}[name]
     return lambda denoiser, x0, **kw: fn(denoiser, x0, weighting=weighting, **kw)

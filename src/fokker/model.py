@@ -21,16 +21,20 @@ def resolve_config(config: dict, dataset: Dataset) -> dict:
     config = copy.deepcopy(config)
     config["data"]["shape"] = list(dataset.shape)
     config["data"]["num_classes"] = dataset.num_classes
+    config["data"]["levels"] = dataset.levels
     net = config["model"]["network"]
+    outputs = 2 if config["model"].get("variance") == "learned" else 1  # the prediction, and v
     if net.get("type") == "unet":
         net.setdefault("in_channels", dataset.shape[0])
         if dataset.shape[0] != net["in_channels"]:
             raise UserError(f"model.network.in_channels = {net['in_channels']} but the data has {dataset.shape[0]}")
         net.setdefault("image_size", dataset.shape[-1])
+        net.setdefault("out_channels", outputs * net["in_channels"])
     elif net.get("type") == "mlp":
         if len(dataset.shape) != 1:
             raise UserError(f"an mlp network needs vector data; {dataset.name} has shape {dataset.shape}")
         net.setdefault("dim", dataset.shape[0])
+        net.setdefault("out_dim", outputs * net["dim"])
     return config
 
 
@@ -44,7 +48,8 @@ def denoiser_for(network: nn.Module, config: dict) -> Denoiser:
     """The Denoiser the config's model section describes, around `network`."""
     m = config["model"]
     clip = tuple(m["clip"]) if m.get("clip") is not None else None
-    return Denoiser(network, process_from_config(config["process"]), m["prediction"], clip, m["conditioning"])
+    process = process_from_config(config["process"])
+    return Denoiser(network, process, m["prediction"], clip, m["conditioning"], m.get("variance", "fixed"))
 
 
 def weights_path(checkpoint: str | Path) -> Path:

@@ -95,6 +95,20 @@ class Process:
         c_t, c_0, var = self.posterior_coefficients(s, t)
         return expand_as(c_t, x_t) * x_t + expand_as(c_0, x0) * x0, expand_as(var, x_t)
 
+    def log_variance_range(self, t: torch.Tensor, s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(log beta-tilde, log beta) of a reverse step t -> s < t: beta = sigma_t^2 - a^2 sigma_s^2 (the
+        transition variance; beta_t on the T-step grid), beta-tilde = beta sigma_s^2 / sigma_t^2 (the
+        posterior variance, Ho et al. 2020, eq. 7), the two ends of a learned variance (Nichol & Dhariwal
+        2021, eq. 15). On a step onto s = 0, where beta-tilde = 0, it is that of the step 2t -> t above it
+        (improved-diffusion's clipped log variance: beta-tilde_2 at t_1 on the T-step grid); for t = 1, beta."""
+        t, s = as_time(t), as_time(s)
+        beta = self.transition(s, t)[1]
+        beta_tilde = beta * self.sigma(s) ** 2 / self.sigma(t) ** 2
+        up = (2 * t).clamp(max=1.0)
+        above = self.transition(t, up)[1] * self.sigma(t) ** 2 / self.sigma(up) ** 2
+        beta_tilde = torch.where(s > 0, beta_tilde, torch.where(up > t, above, beta))
+        return torch.log(beta_tilde), torch.log(beta)
+
     def sde(self, x: torch.Tensor, t: Scalar) -> tuple[torch.Tensor, torch.Tensor | float]:
         """Forward SDE dx = f(x, t) dt + g(t) dw (Song et al. 2021, eq. 5), with
         f = dlog(alpha)/dt x and g^2 = d(sigma^2)/dt - 2 dlog(alpha)/dt sigma^2."""

@@ -24,6 +24,7 @@ from fokker.errors import UserError
 from fokker.losses import training_loss
 from fokker.model import build_model, denoiser_for, resolve_config
 from fokker.samplers import sample
+from fokker.timesteps import LossAwareSampler
 from fokker.viz import save_picture
 
 RUN_FILES = ("config.yaml", "latest", "model.safetensors", "checkpoints")
@@ -110,7 +111,12 @@ def train(
     model, optimizer = acc.prepare(network, optimizer)
     denoiser = denoiser_for(model, config)
     data = dataset.data.to(acc.device)
-    loss_fn = training_loss(tc.get("loss", "simple"), tc.get("weighting", "sigma2"), tc["loss_target"])
+    loss_fn = training_loss(
+        tc["loss"], tc["weighting"], tc["loss_target"], config["data"]["levels"], tc["hybrid_weight"]
+    )
+    times = LossAwareSampler(denoiser.process.T) if tc["time_sampler"] == "importance" else None
+    if resume and times is not None:
+        times.load_state_dict(state["time_sampler"])
 
     if acc.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
@@ -135,6 +141,8 @@ def train(
                 "rng": rng,
                 "trainer": {"elapsed": elapsed, "ema_updates": ema.updates},
             }
+            if times is not None:
+                parts["time_sampler"] = times.state_dict()
             save_checkpoint(out, step, parts, tc["keep_last"])
             export_weights(out / "model.safetensors", ema.model.state_dict(), config)
         acc.wait_for_everyone()
@@ -164,7 +172,13 @@ def train(
     while not done(step, elapsed, tc, acc):
         idx = torch.randint(0, len(data), (tc["batch_size"],), generator=gen, device=acc.device)
         with acc.autocast():
-            loss = loss_fn(denoiser, data[idx], generator=gen).mean()
+            if times is None:
+                loss = loss_fn(denoiser, data[idx], generator=gen).mean()
+            else:  # importance-sampled t, each loss reweighted by 1 / (T p_t); every process records all
+                t, weights = times.sample(len(idx), gen, acc.device)
+                per_example = loss_fn(denoiser, data[idx], t=t, generator=gen)
+                loss = (per_example * weights).mean()
+                times.update(*(gather(v.detach()) for v in (t, per_example)))
         optimizer.zero_grad(set_to_none=True)
         acc.backward(loss)
         grad_norm = acc.clip_grad_norm_(model.parameters(), tc["grad_clip"])

@@ -112,3 +112,15 @@ def metric_curves(runs: list[dict], keys: list[str], path: Path, floor: dict | N
         ax.axis("off")
     fig.tight_layout()
     _save_figure(fig, path)
+
+
+def bound_terms(terms: torch.Tensor, times: torch.Tensor, path: Path, title: str = "") -> None:
+    """The variational bound's terms L_t (bits per dimension, mean over examples) against t, log scale:
+    where in time the bound's cost lies (cf. Nichol & Dhariwal 2021, fig. 2)."""
+    plt = _pyplot()
+    mean = terms.double().mean(0).numpy()
+    fig, ax = plt.subplots(figsize=(5, 3.2), dpi=100)
+    ax.plot(times.numpy()[: len(mean)], np.maximum(mean, 1e-12), lw=1)
+    ax.set_yscale("log"), ax.set_xlabel("t"), ax.set_ylabel("term (bits/dim)"), ax.set_title(title)
+    fig.tight_layout()
+    _save_figure(fig, path)

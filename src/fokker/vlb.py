@@ -74,27 +74,12 @@ def decoder_log_prob(x: torch.Tensor, mean: torch.Tensor, logvar: torch.Tensor, 
     return lp.flatten(1).sum(1)
 
 
-def log_variance_range(process: Process, t: torch.Tensor, s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(log beta-tilde, log beta) of the reverse step t -> s < t (float64): beta = sigma_t^2 - a^2 sigma_s^2,
-    a = alpha_t / alpha_s (the transition variance; beta_t on the T-step grid), beta-tilde = beta sigma_s^2 /
-    sigma_t^2 (the posterior variance, Ho et al. 2020, eq. 7). On a step onto s = 0, where beta-tilde = 0,
-    it is that of the step 2t -> t above it (improved-diffusion's clipped log variance: beta-tilde_2 at t_1
-    on the T-step grid); for t = 1, beta."""
-    t, s = t.to(F64), s.to(F64)
-    beta = process.transition(s, t)[1]
-    beta_tilde = beta * process.sigma(s) ** 2 / process.sigma(t) ** 2
-    up = (2 * t).clamp(max=1.0)
-    above = process.transition(t, up)[1] * process.sigma(t) ** 2 / process.sigma(up) ** 2
-    beta_tilde = torch.where(s > 0, beta_tilde, torch.where(up > t, above, beta))
-    return torch.log(beta_tilde), torch.log(beta)
-
-
 def reverse_log_variance(
     process: Process, t: torch.Tensor, s: torch.Tensor, variance: str, v: torch.Tensor | None = None
 ) -> torch.Tensor:
     """log Sigma of p(x_s | x_t): beta-tilde, beta, or "learned", exp(v log beta + (1 - v) log beta-tilde)
     (Nichol & Dhariwal 2021, eq. 15) with v the network's extra output. Per example (B,) or shaped like v."""
-    lo, hi = log_variance_range(process, t, s)
+    lo, hi = process.log_variance_range(t, s)
     if variance == "beta_tilde":
         return lo
     if variance == "beta":
@@ -132,7 +117,8 @@ def step_nll(
     mu-tilde is linear in x_0, so the means differ by c_0 (x_0 - x0_hat) (Ho et al. 2020, eq. 5-7)."""
     t, s = t.to(F64), s.to(F64)
     _, c_0, var_q = process.posterior_coefficients(s, t)
-    x0, x0_hat, logvar = x0.to(F64), x0_hat.to(F64), expand_as(logvar.to(F64), x0)
+    x0, x0_hat = x0.to(F64), x0_hat.to(F64)
+    logvar = expand_as(logvar.to(F64), x0) if logvar.dim() <= 1 else logvar.to(F64)  # per example, or like x0
     logvar_q = expand_as(torch.log(torch.where(s > 0, var_q, 1.0)), x0)
     diff = expand_as(c_0, x0) * (x0 - x0_hat)
     kl = normal_kl(diff, logvar_q, torch.zeros_like(diff), logvar).flatten(1).sum(1)
@@ -160,10 +146,12 @@ def model_step_nll(
     noise: torch.Tensor,
     model_kwargs: dict,
     mean_grad: bool = True,
+    clip: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(the bound's term at t -> s per example in nats, the network's prediction), with x_t = alpha_t x_0 +
     sigma_t noise; t and s are (B,) times on the CPU. `mean_grad=False` stops the gradient through the
-    mean (the hybrid loss: L_vlb then trains only the variance, Nichol & Dhariwal 2021, sec. 3.1)."""
+    mean (the hybrid loss: L_vlb then trains only the variance, Nichol & Dhariwal 2021, sec. 3.1);
+    `clip=False` leaves x0_hat unclipped (training: a clamp would stop the gradient)."""
     process = denoiser.process
     t64, s64 = t.to(F64).cpu(), s.to(F64).cpu()
     alpha, sigma = expand_as(process.alpha(t64), x0), expand_as(process.sigma(t64), x0)
@@ -171,7 +159,7 @@ def model_step_nll(
     out, v = denoiser.raw_and_variance(x_t, t64, **model_kwargs)
     mean_out = out if mean_grad else out.detach()
     x0_hat = to_x0_eps(mean_out, x_t, alpha, sigma, denoiser.prediction)[0]
-    if denoiser.clip is not None:
+    if clip and denoiser.clip is not None:
         x0_hat = x0_hat.clamp(*denoiser.clip)
     logvar = reverse_log_variance(process, t64, s64, variance, v)
     return step_nll(process, x0, x_t, t64, s64, x0_hat, logvar, levels), out
@@ -239,4 +227,3 @@ def vlb(
         result["nll"] = result["prior"] + n * total / t_samples
     result["nfe"] = denoiser.nfe - nfe0
     return result
-

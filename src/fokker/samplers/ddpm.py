@@ -26,7 +26,7 @@ def ancestral_coefficients(variance: str = "beta_tilde"):
     (x0, eps), var = beta-tilde (the posterior variance, Ho et al. 2020, eq. 7) or beta (the forward
     transition variance v = sigma_t^2 - a^2 sigma_s^2, a = alpha_t / alpha_s; beta_t on the full grid)."""
     if variance not in VARIANCES:
-        raise UserError(f"unknown variance {variance!r}; expected one of {VARIANCES}")
+        raise UserError(f"unknown variance {variance!r}; expected one of {(*VARIANCES, 'learned')} (learned: ddpm)")
 
     def coefficients(process: Process, t: torch.Tensor, s: torch.Tensor):
         a, v = process.transition(s, t)
@@ -43,15 +43,23 @@ def ddpm(
     x: torch.Tensor,
     times: torch.Tensor,
     *,
-    variance: str = "beta_tilde",
+    variance: str | None = None,
     generator: Generators = None,
     callback: Callable | None = None,
     model_kwargs: dict | None = None,
     progress: bool = False,
 ) -> tuple[torch.Tensor, dict]:
     """Ancestral sampling, x_s ~ N(mu-tilde(x_t, x0_hat), sigma^2 I) (Ho et al. 2020, Alg. 2, eq. 11),
-    with sigma^2 = beta-tilde ("beta_tilde", the posterior variance) or beta ("beta", the forward
-    transition variance 1 - alpha-bar_t / alpha-bar_s on a respaced grid)."""
+    with sigma^2 = beta-tilde ("beta_tilde", the posterior variance), beta ("beta", the forward
+    transition variance 1 - alpha-bar_t / alpha-bar_s on a respaced grid) or "learned" (Nichol & Dhariwal
+    2021, eq. 15, between beta and beta-tilde of the grid's own steps). Default: learned for a model
+    with a learned variance, else beta-tilde."""
+    variance = variance or ("learned" if denoiser.learned_variance else "beta_tilde")
+    if variance == "learned":
+        if not denoiser.learned_variance:
+            raise UserError("variance 'learned' needs a model with a learned variance (model.variance: learned)")
+        steps = step_table(denoiser, x, times, ancestral_coefficients("beta_tilde"), learned_variance=True)
+        return run_table(denoiser, x, steps, generator, callback, model_kwargs, progress)
     steps = step_table(denoiser, x, times, ancestral_coefficients(variance))
     return run_table(denoiser, x, steps, generator, callback, model_kwargs, progress)
 

@@ -38,6 +38,7 @@ class Step(NamedTuple):
     std: float
     A: float
     B: float
+    log_var: tuple[float, float] | None = None  # (log beta-tilde, log beta) when the variance is learned
 
 
 def conditionings(denoiser: Denoiser, times: torch.Tensor, x: torch.Tensor) -> list[torch.Tensor]:
@@ -47,10 +48,17 @@ def conditionings(denoiser: Denoiser, times: torch.Tensor, x: torch.Tensor) -> l
 
 
 def step_table(
-    denoiser: Denoiser, x: torch.Tensor, times: torch.Tensor, coefficients: Coefficients, denoise: bool = True
+    denoiser: Denoiser,
+    x: torch.Tensor,
+    times: torch.Tensor,
+    coefficients: Coefficients,
+    denoise: bool = True,
+    learned_variance: bool = False,
 ) -> list[Step]:
     """The steps between consecutive grid times. With `denoise`, a step that lands on t = 0 returns
-    x0_hat with no noise (the final Tweedie denoising step); otherwise it is the method's own step."""
+    x0_hat with no noise (the final Tweedie denoising step); otherwise it is the method's own step.
+    With `learned_variance`, each step's noise has variance exp(v log beta + (1 - v) log beta-tilde), v the
+    network's extra output (Nichol & Dhariwal 2021, eq. 15), and the table's std is ignored."""
     process = denoiser.process
     t, s = times[:-1], times[1:]
     c_x0, c_eps, std = (v.to(torch.float64) for v in coefficients(process, t, s))
@@ -62,7 +70,14 @@ def step_table(
     A, B = c_x0 * a0 + c_eps * a1, c_x0 * b0 + c_eps * b1
     columns = (t, alpha_t, sigma_t, c_x0, c_eps, std, A, B)
     rows = zip(*(v.tolist() for v in columns), strict=True)
-    return [Step(row[0], c, *row[1:]) for c, row in zip(conditionings(denoiser, t, x), rows, strict=True)]
+    steps = [Step(row[0], c, *row[1:]) for c, row in zip(conditionings(denoiser, t, x), rows, strict=True)]
+    if learned_variance:
+        lo, hi = (v.tolist() for v in process.log_variance_range(t, s))
+        noisy = (s > 0).tolist() if denoise else [True] * len(steps)
+        steps = [
+            st._replace(log_var=(a, b) if keep else None) for st, a, b, keep in zip(steps, lo, hi, noisy, strict=True)
+        ]
+    return steps
 
 
 @torch.no_grad()
@@ -85,12 +100,18 @@ def run_table(
         if before is not None:
             x = before(k, step, x)
         if folded:
-            out = denoiser.raw(x, None, step.c, **model_kwargs)
+            out, v = denoiser.raw_and_variance(x, None, step.c, **model_kwargs)
             x_next = torch.add(x * step.A, out, alpha=step.B)
         else:
-            x0, eps = denoiser.predict(x, None, alpha=step.alpha_t, sigma=step.sigma_t, c=step.c, **model_kwargs)
+            x0, eps, v = denoiser.predict_full(
+                x, None, alpha=step.alpha_t, sigma=step.sigma_t, c=step.c, **model_kwargs
+            )
             x_next = x0.mul(step.c_x0).add_(eps, alpha=step.c_eps)
-        if step.std > 0:
+        if step.log_var is not None:  # learned: std = exp((v log beta + (1 - v) log beta-tilde) / 2)
+            lo, hi = step.log_var
+            std = torch.exp(0.5 * (lo + (hi - lo) * v))
+            x_next.add_(std * randn(x.shape, generator, device=x.device, dtype=x.dtype))
+        elif step.std > 0:
             x_next.add_(randn(x.shape, generator, device=x.device, dtype=x.dtype), alpha=step.std)
         x = x_next
         if callback is not None:
