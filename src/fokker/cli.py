@@ -196,7 +196,7 @@ def _sampling_options(p: argparse.ArgumentParser, samplers: dict, spacings: tupl
 # every sampler's own options (fokker.samplers.sampler_options), as command-line flags
 SAMPLER_FLAGS: dict[str, tuple[type, str]] = {
     "eta": (float, "ddim: noise scale in [0, 1] (0 = deterministic)"),
-    "variance": (str, "ddpm, and pc's ancestral predictor: beta_tilde (default) or beta"),
+    "variance": (str, "ddpm: beta_tilde, beta or learned (default: learned if the model has it); pc's ancestral"),
     "predictor": (str, "pc: reverse_diffusion (default), euler_maruyama or ancestral"),
     "corrector": (str, "pc: langevin (default) or none"),
     "snr": (float, "pc: signal-to-noise ratio of the Langevin corrector (default: 0.16)"),
