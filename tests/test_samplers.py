@@ -183,7 +183,9 @@ def test_sampler_option_errors():
         fokker.sample(d, "ddpm", 10, shape=(2, 2), eta=0.5)
     with pytest.raises(UserError, match="eta must be in"):
         fokker.sample(d, "ddim", 10, shape=(2, 2), eta=1.5)
-    with pytest.raises(UserError, match="unknown variance"):
+    with pytest.raises(UserError, match="unknown variance 'big'"):
+        fokker.sample(d, "ddpm", 10, shape=(2, 2), variance="big")
+    with pytest.raises(UserError, match="needs a model with a learned variance"):
         fokker.sample(d, "ddpm", 10, shape=(2, 2), variance="learned")
 
 
