@@ -24,8 +24,8 @@ from fokker.errors import UserError
 from fokker.processes import Process, expand_as
 from fokker.samplers.grid import time_grid
 from fokker.samplers.noise import Generators, rand, randn
+from fokker.schedules import F64
 
-F64 = torch.float64
 VARIANCES = ("beta_tilde", "beta", "learned")
 
 
