@@ -23,6 +23,7 @@ MAIN_EXAMPLE = """examples:
   fokker train --preset toy --steps 2000 --out runs/moons
   fokker sample --checkpoint runs/moons --num 2000 --out moons.png
   fokker eval --checkpoint runs/moons --steps 10 50 --num 2000     (metrics and a report)
+  fokker likelihood --checkpoint runs/moons --method vlb --num 500  (bits/dim; --method ode for the ODE)
   fokker train --help                                       (every option of a command)"""
 
 SAMPLE_EXAMPLE = """examples:
