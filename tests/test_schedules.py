@@ -9,6 +9,8 @@ from fokker.schedules import (
     LinearVPSchedule,
     cosine_alpha_bar,
     cosine_betas,
+    cosine_end_time,
+    ddpm_terminal_alpha_bar,
     geometric_sigmas,
     linear_betas,
     vp_schedule,
@@ -49,18 +51,63 @@ def test_linear_betas_scale_with_T():
     assert torch.allclose(linear_betas(250)[[0, -1]], torch.tensor([4e-4, 0.08], dtype=F64), atol=1e-15)
 
 
-def test_cosine_matches_closed_form_where_unclipped():
+def closed_cosine(t: torch.Tensor, s: float = 0.008) -> torch.Tensor:
+    return torch.cos((t + s) / (1 + s) * math.pi / 2) ** 2 / math.cos(s / (1 + s) * math.pi / 2) ** 2
+
+
+def test_cosine_is_the_closed_form_up_to_ddpm_terminal_snr():
+    """alpha-bar_i = f(t_end i / T) / f(0) with t_end where it meets Ho et al.'s alpha-bar_T; no clipping."""
     T = 1000
-    betas = cosine_betas(T)
+    terminal = math.exp(torch.log1p(-linear_betas(1000)).sum().item())
+    assert ddpm_terminal_alpha_bar() == pytest.approx(terminal, rel=1e-14)
+    assert terminal == pytest.approx(4.036e-5, rel=1e-3)
+    t_end = cosine_end_time(terminal)
+    assert closed_cosine(torch.tensor(t_end, dtype=F64)).item() == pytest.approx(terminal, rel=1e-10)
+    abar = alpha_bars(DiscreteVPSchedule(cosine_betas(T)), T)
+    t = torch.arange(T + 1, dtype=F64) / T
+    assert torch.allclose(abar, closed_cosine(t * t_end), rtol=1e-10, atol=0)
+    assert torch.allclose(cosine_alpha_bar(t), closed_cosine(t), rtol=1e-14, atol=1e-300)
+    assert abar[-1].item() == pytest.approx(terminal, rel=1e-10)
+
+
+def test_cosine_terminal_is_well_conditioned():
+    """The first sampling step's conditioning: sigma / alpha at t = 1 and g^2(1) as on the linear schedule's
+    scale (157 and 437), where Nichol & Dhariwal's clip at 0.999 gives 2e4 and 6,908."""
+    from fokker.processes import VP
+
+    one = torch.tensor(1.0, dtype=F64)
+    for process, ratio, g2 in [(VP(1000, "cosine"), 158, 438), (VP(1000, "cosine", min_alpha_bar=0.0), 2.03e4, 6908)]:
+        assert (process.sigma(one) / process.alpha(one)).item() == pytest.approx(ratio, rel=0.01)
+        assert (process.diffusion(one) ** 2).item() == pytest.approx(g2, rel=0.01)
+
+
+def test_cosine_min_alpha_bar_zero_is_nichol_dhariwal():
+    T = 1000
+    betas = cosine_betas(T, min_alpha_bar=0.0)
     unclipped = betas < 0.999
     assert unclipped[:-1].all() and not unclipped[-1]  # only the last step is clipped at T = 1000
     abar = alpha_bars(DiscreteVPSchedule(betas), T)
-    t = torch.arange(T + 1, dtype=F64) / T
-    s = 0.008
-    closed = torch.cos((t + s) / (1 + s) * math.pi / 2) ** 2 / math.cos(s / (1 + s) * math.pi / 2) ** 2
+    closed = closed_cosine(torch.arange(T + 1, dtype=F64) / T)
     assert torch.allclose(abar[:-1], closed[:-1], rtol=1e-10, atol=0)
-    assert torch.allclose(cosine_alpha_bar(t), closed, rtol=1e-14, atol=1e-300)
     assert abar[-1] == pytest.approx(closed[-2].item() * (1 - 0.999), rel=1e-10)
+    with pytest.raises(UserError, match="min_alpha_bar"):
+        cosine_betas(T, min_alpha_bar=1.0)
+
+
+@pytest.mark.parametrize("schedule", ["linear", "cosine"])
+@pytest.mark.parametrize("T", [1000, 37])
+def test_grid_lookup_is_exact_at_every_grid_time_in_float32_and_float64(schedule, T):
+    """At t_k = k / T: log alpha-bar_k exactly, and the rate of the step below, T log(1 - beta_k) (the first
+    step at t = 0), whether t_k arrives in float64 or rounded to float32."""
+    sch = vp_schedule(schedule, T)
+    k = torch.arange(T + 1)
+    rate = T * torch.log1p(-sch.betas)
+    expected_rate = torch.cat([rate[:1], rate])
+    for t in (k.double() / T, (k.float() / T).double()):
+        assert torch.equal(sch.log_alpha_bar(t), sch.log_alpha_bars)
+        assert torch.allclose(sch.d_log_alpha_bar(t), expected_rate, rtol=1e-12, atol=0)
+    inside = (k[:-1].double() + 0.5) / T  # between grid times: the step holding t
+    assert torch.allclose(sch.d_log_alpha_bar(inside), rate, rtol=1e-12, atol=0)
 
 
 def test_continuous_linear_vp_closed_form():

@@ -112,7 +112,7 @@ class Denoiser:
         if self.conditioning == "time":
             return t
         if self.conditioning == "index":
-            return t * self.process.T
+            return self.process.snap(t) * self.process.T
         sigma = self.process.sigma(t)
         return sigma if self.conditioning == "sigma" else torch.log(sigma)
 

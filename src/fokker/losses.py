@@ -35,7 +35,7 @@ def _times_and_noise(denoiser: Denoiser, x0: torch.Tensor, t, noise, generator) 
         t = denoiser.process.sample_time(x0.shape[0], generator, device=x0.device)
     if noise is None:
         noise = randn(x0.shape, generator, device=x0.device, dtype=x0.dtype)
-    return t.double().cpu(), noise
+    return denoiser.process.snap(t.double().cpu()), noise
 
 
 def simple_loss(

@@ -13,7 +13,7 @@ import math
 import torch
 
 from fokker.errors import UserError
-from fokker.schedules import F64, as_time, vp_schedule
+from fokker.schedules import F64, as_time, snap_to_grid, vp_schedule
 
 Scalar = torch.Tensor | float
 
@@ -59,6 +59,10 @@ class Process:
     def log_snr(self, t: Scalar) -> torch.Tensor:
         """lambda(t) = log(alpha^2 / sigma^2) (Kingma et al. 2021, eq. 2)."""
         return 2 * self.log_alpha(t) - 2 * torch.log(self.sigma(t))
+
+    def snap(self, t: Scalar) -> torch.Tensor:
+        """t as float64, a time within float32 rounding of a grid time i / T of a discrete process set to it."""
+        return as_time(t) if self.T is None else snap_to_grid(t, self.T)
 
     @property
     def grid(self) -> torch.Tensor | None:

@@ -28,22 +28,65 @@ def linear_betas(T: int, beta_start: float = 1e-4, beta_end: float = 0.02, max_b
 
 def cosine_alpha_bar(t: torch.Tensor | float, s: float = 0.008) -> torch.Tensor:
     """Closed-form cosine alpha-bar f(t) / f(0), f(t) = cos^2((t + s) / (1 + s) * pi / 2)
-    (Nichol & Dhariwal 2021, eq. 17)."""
+    (Nichol & Dhariwal 2021, eq. 17). It reaches 0 at t = 1."""
     t = as_time(t)
     f = torch.cos((t + s) / (1 + s) * math.pi / 2) ** 2
     return f / math.cos(s / (1 + s) * math.pi / 2) ** 2
 
 
-def cosine_betas(T: int, s: float = 0.008, max_beta: float = 0.999) -> torch.Tensor:
-    """Cosine betas, beta_i = min(1 - abar(i/T) / abar((i-1)/T), max_beta) (Nichol & Dhariwal 2021)."""
-    abar = cosine_alpha_bar(torch.arange(T + 1, dtype=F64) / T, s)
-    return torch.clamp(1 - abar[1:] / abar[:-1], max=max_beta)
+def ddpm_terminal_alpha_bar() -> float:
+    """alpha-bar_T of Ho et al.'s linear schedule at T = 1000 (4.04e-5, log-SNR -10.1): chosen so that
+    L_T = KL(q(x_T | x_0) || N(0, I)) is about 1e-5 bits per dimension (Ho et al. 2020, sec. 4)."""
+    return math.exp(torch.log1p(-linear_betas(1000)).sum().item())
+
+
+def cosine_end_time(min_alpha_bar: float, s: float = 0.008) -> float:
+    """The time t_end < 1 at which the closed-form cosine alpha-bar equals min_alpha_bar."""
+    f0 = math.cos(s / (1 + s) * math.pi / 2) ** 2
+    return (1 + s) * 2 / math.pi * math.acos(math.sqrt(min_alpha_bar * f0)) - s
+
+
+def cosine_betas(T: int, s: float = 0.008, min_alpha_bar: float | None = None) -> torch.Tensor:
+    """Cosine betas beta_i = 1 - abar(t_i) / abar(t_{i-1}) with abar the closed form of Nichol & Dhariwal
+    (2021, eq. 17) on the times t_i = t_end i / T, where t_end is the time at which abar reaches
+    `min_alpha_bar` (default: Ho et al.'s terminal alpha-bar_T = 4.04e-5, `ddpm_terminal_alpha_bar`).
+
+    Nichol & Dhariwal instead run the closed form to t = 1, where abar = 0, and clip beta_i at 0.999. That
+    clip leaves alpha-bar_T = 2.4e-9 at T = 1000 (alpha(1) = 4.9e-5): an eps- or score-model's x0_hat at
+    t = 1 then amplifies its error by sigma / alpha = 2e4, and the last steps' rates (g^2(1) = 6,908) make
+    every sampler's first step ill-conditioned, for no gain: the last four steps only take alpha-bar from
+    4e-5 to 2.4e-9, signal that is already lost (L_T ~ 1e-5 bits/dim). Ending at Ho et al.'s terminal SNR
+    keeps the schedule's shape and fixes this at its source for every sampler. `min_alpha_bar=0` gives
+    Nichol & Dhariwal's clipped betas exactly (to load models trained with them)."""
+    if min_alpha_bar is None:
+        min_alpha_bar = ddpm_terminal_alpha_bar()
+    if not 0 <= min_alpha_bar < 1:
+        from fokker.errors import UserError
+
+        raise UserError(f"min_alpha_bar must be in [0, 1), got {min_alpha_bar}")
+    grid = torch.arange(T + 1, dtype=F64) / T
+    if min_alpha_bar == 0:
+        abar = cosine_alpha_bar(grid, s)
+        return torch.clamp(1 - abar[1:] / abar[:-1], max=0.999)
+    abar = cosine_alpha_bar(grid * cosine_end_time(min_alpha_bar, s), s)
+    return 1 - abar[1:] / abar[:-1]
 
 
 def geometric_sigmas(sigma_min: float, sigma_max: float, n: int) -> torch.Tensor:
     """SMLD / NCSN noise ladder sigma_1 > ... > sigma_n, a geometric sequence from sigma_max down to
     sigma_min (Song & Ermon 2019, sec. 4.1)."""
     return torch.exp(torch.linspace(math.log(sigma_max), math.log(sigma_min), n, dtype=F64))
+
+
+GRID_RTOL = 4 * 2.0**-24  # four float32 ulps: a time this close (relative) to a grid time i / T is i / T
+
+
+def snap_to_grid(t: torch.Tensor, T: int) -> torch.Tensor:
+    """t with every time within float32 rounding of a grid time i / T replaced by i / T exactly (float64)."""
+    t = as_time(t)
+    u = t * T
+    k = torch.round(u)
+    return torch.where((u - k).abs() <= GRID_RTOL * k.clamp(min=1), k / T, t)
 
 
 class DiscreteVPSchedule:
@@ -56,8 +99,11 @@ class DiscreteVPSchedule:
         self.log_alpha_bars = torch.cat([torch.zeros(1, dtype=F64), torch.cumsum(torch.log1p(-self.betas), 0)])
 
     def _locate(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        u = as_time(t).clamp(0, 1) * self.T
-        i = torch.floor(u).clamp(max=self.T - 1)
+        """(i, frac) with t T = i + frac, i the step [i / T, (i + 1) / T] holding t. At a grid time t_k, k >= 1,
+        it is the step below (i = k - 1, frac = 1): the one whose beta_k carries x_{k-1} to x_k. A time within
+        float32 rounding of t_k is t_k, so t_k gives the same values in float32 and float64."""
+        u = snap_to_grid(as_time(t).clamp(0, 1), self.T) * self.T
+        i = (torch.ceil(u) - 1).clamp(0, self.T - 1)
         return i.long(), u - i
 
     def log_alpha_bar(self, t: torch.Tensor | float) -> torch.Tensor:
@@ -66,7 +112,8 @@ class DiscreteVPSchedule:
         return lab[i] + frac * (lab[i + 1] - lab[i])
 
     def d_log_alpha_bar(self, t: torch.Tensor | float) -> torch.Tensor:
-        """d/dt log alpha-bar: -T log(1 / (1 - beta_i)) on the step holding t (the discrete beta(t))."""
+        """d/dt log alpha-bar = T log(1 - beta_k) on the step holding t, at a grid time t_k the step below it
+        (beta_k; the first step at t = 0): the discrete beta(t)."""
         i, _ = self._locate(t)
         return (self.log_alpha_bars[i + 1] - self.log_alpha_bars[i]) * self.T
 
