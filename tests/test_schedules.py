@@ -143,3 +143,22 @@ def test_bad_schedule_names():
         vp_schedule("cosine", None)
     with pytest.raises(UserError, match="expected 'linear' or 'cosine'"):
         vp_schedule("quadratic", 1000)
+
+
+def test_float32_training_times_give_the_float64_loss_and_index_conditioning():
+    """Training times i / T arrive in float32 (Process.sample_time); the likelihood-weighted DSM loss (weight
+    g^2(t), 210.75 instead of 235.6 at i = 991 when t fell below i / T) and DDPM's step number must be those
+    of i / T exactly."""
+    from fokker.denoiser import Denoiser
+    from fokker.losses import dsm_loss
+    from fokker.processes import VP
+
+    process = VP(1000, "cosine")
+    i = torch.arange(1, 1001)
+    t32, t64 = i.float() / 1000, i.double() / 1000
+    x0, noise = torch.zeros(1000, 2), torch.randn(1000, 2, generator=torch.Generator().manual_seed(0))
+    model = Denoiser(lambda x, c: torch.zeros_like(x), process)
+    losses = [dsm_loss(model, x0, weighting="likelihood", t=t, noise=noise) for t in (t32, t64)]
+    assert torch.equal(losses[0], losses[1])
+    index = Denoiser(lambda x, c: x, process, conditioning="index").condition(t32.double())
+    assert torch.equal(index, i.double())
