@@ -118,15 +118,16 @@ def test_sliced_score_matching_is_unbiased(projection, gen):
 
 
 def test_dsm_weightings_relate_to_l_simple(gen):
-    """lambda = sigma^2 makes DSM L_simple (notes 002, eq. 1.7.14); lambda = g^2 multiplies it by g^2 / sigma^2."""
+    """lambda = sigma^2 makes DSM 1/2 L_simple (notes 002, eq. 1.7.14, with the 1/2 of eq. 1.7.13); lambda = g^2
+    multiplies it by g^2 / sigma^2."""
     p = fokker.SubVP()
     d = fokker.Denoiser(lambda x, c: torch.sin(x) * c[:, None], p, prediction="x0")
     x0, noise = torch.randn(16, 4, generator=gen, dtype=F64), torch.randn(16, 4, generator=gen, dtype=F64)
     t = torch.rand(16, generator=gen, dtype=F64) * 0.9 + 0.05
     base = fokker.simple_loss(d, x0, t=t, noise=noise, target="eps")
-    assert torch.allclose(losses.dsm_loss(d, x0, t=t, noise=noise), base, rtol=1e-12)
+    assert torch.allclose(losses.dsm_loss(d, x0, t=t, noise=noise), base / 2, rtol=1e-12)
     weighted = losses.dsm_loss(d, x0, t=t, noise=noise, weighting="likelihood")
-    assert torch.allclose(weighted, base * p.diffusion(t) ** 2 / p.sigma(t) ** 2, rtol=1e-12)
+    assert torch.allclose(weighted, base / 2 * p.diffusion(t) ** 2 / p.sigma(t) ** 2, rtol=1e-12)
 
 
 def test_score_matching_losses_reject_bad_options(gen):
@@ -139,3 +140,56 @@ def test_score_matching_losses_reject_bad_options(gen):
         losses.ism_loss(d, torch.zeros(2, 300))
     with pytest.raises(UserError, match="unknown loss 'nce'"):
         losses.training_loss("nce")
+
+
+def gauss_hermite_nodes(dim: int, n: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
+    """Nodes (n^dim, dim) and weights (n^dim,) of the product Gauss-Hermite rule for N(0, I): E[f(z)] is
+    exactly sum w f(z) for every polynomial f of degree < 2n in each coordinate."""
+    from numpy.polynomial.hermite_e import hermegauss
+
+    z, w = (torch.tensor(a, dtype=F64) for a in hermegauss(n))
+    nodes = torch.cartesian_prod(*[z] * dim).reshape(-1, dim)
+    weights = torch.cartesian_prod(*[w / w.sum()] * dim).reshape(-1, dim).prod(1)
+    return nodes, weights
+
+
+@pytest.mark.parametrize("weighting", ["sigma2", "likelihood"])
+@pytest.mark.parametrize(
+    "process", [fokker.VP(T=None), fokker.VE(0.01, 5.0), fokker.SubVP()], ids=["vp", "ve", "subvp"]
+)
+def test_score_losses_share_one_scale(process, weighting):
+    """DSM, SSM and ISM are all the weighted Fisher divergence 1/2 lambda(t) E||s - grad log p_t||^2 / D up to
+    a constant in the model (notes 002, eqs. 1.7.8-1.7.13; Vincent 2011; Hyvarinen 2005), so for any two
+    models m1, m2 each loss's E[L(m1)] - E[L(m2)] is the same number, that of the Fisher divergences.
+    Linear diagonal scores on a Gaussian make every integrand quadratic in (x_0, eps) and v' J v = tr J for
+    Rademacher v, so Gauss-Hermite quadrature gives the expectations exactly (relative error ~1e-15; a loss
+    that drops the 1/2 is off by 2)."""
+    target = GaussianTarget(torch.tensor([0.3, -0.2], dtype=F64), torch.tensor([[0.5, 0.2], [0.2, 0.3]], dtype=F64))
+    models = [  # an eps-model and a score-model, each linear in x at a fixed t
+        fokker.Denoiser(lambda x, c: x * torch.tensor([0.8, -0.3]) * (1 + c[:, None]) + 0.1, process),
+        fokker.Denoiser(lambda x, c: x * torch.tensor([-1.5, -0.4]) - 0.2, process, prediction="score"),
+    ]
+    nodes, w = gauss_hermite_nodes(4)
+    times = torch.tensor([0.1, 0.5, 0.9], dtype=F64)
+    t = times.repeat_interleave(len(w))
+    z = nodes.repeat(len(times), 1)
+    x0 = target.mean + z[:, :2] @ torch.linalg.cholesky(target.cov).T
+    noise = z[:, 2:]
+    expect = lambda per_example: (per_example.detach().reshape(len(times), -1) * w).sum(1)  # noqa: E731
+    lam = losses.score_weight(process, times, weighting)
+
+    def fisher(d: fokker.Denoiser) -> torch.Tensor:
+        alpha, sigma = process.alpha(t)[:, None], process.sigma(t)[:, None]
+        x_t = alpha * x0 + sigma * noise
+        score = -d.predict(x_t, t)[1] / sigma
+        return 0.5 * lam * expect((score - target.score(x_t, t, process)).pow(2).mean(1))
+
+    def differences(fn) -> torch.Tensor:
+        gen = lambda: torch.Generator().manual_seed(1)  # noqa: E731
+        m1, m2 = (fn(d, x0, weighting=weighting, t=t, noise=noise, generator=gen()) for d in models)
+        return expect(m1) - expect(m2)
+
+    reference = fisher(models[0]) - fisher(models[1])
+    assert (reference.abs() > 1e-3 * lam).all()  # the two models really differ
+    for name, fn in [("dsm", losses.dsm_loss), ("ssm", losses.ssm_loss), ("ism", losses.ism_loss)]:
+        assert torch.allclose(differences(fn), reference, rtol=1e-9, atol=0), (name, differences(fn) / reference)

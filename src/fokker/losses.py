@@ -5,6 +5,11 @@ or average them. Times are uniform on the process's training times unless given.
 - `dsm_loss`: denoising score matching with lambda(t) = sigma^2 or the likelihood weighting g^2.
 - `ssm_loss`: sliced score matching (random projections); `ism_loss`: implicit (Hyvarinen) score
   matching with the exact Jacobian trace. Both match the model's score to p_t, the noised data.
+
+The three score losses share one scale: each is, up to a constant that does not depend on the model, the
+weighted Fisher divergence 1/2 lambda(t) E ||s_theta(x_t, t) - grad log p_t(x_t)||^2 / D (notes 002,
+eqs. 1.7.8-1.7.13; Vincent 2011; Song & Ermon 2019, eq. 5), so switching between them keeps the
+gradients' scale. With lambda = sigma^2, DSM is 1/2 L_simple.
 - `vlb_loss`: a one-term estimate of the variational bound L_vlb; `hybrid_loss`: L_simple + lambda L_vlb
   with the mean stopped in L_vlb, which trains a learned variance (Nichol & Dhariwal 2021, sec. 3.1).
 """
@@ -93,13 +98,14 @@ def dsm_loss(
     generator: torch.Generator | None = None,
     model_kwargs: dict | None = None,
 ) -> torch.Tensor:
-    """Denoising score matching lambda(t) || s_theta(x_t, t) + eps / sigma(t) ||^2, mean over dimensions
-    (notes 002, eq. 1.7.13; Song et al. 2021, eq. 7). With s_theta = -eps_hat / sigma it is
-    lambda / sigma^2 || eps_hat - eps ||^2, so lambda = sigma^2 gives NCSN's loss (eq. 1.7.14), which is
-    L_simple; on a discrete VE process the times are its geometric sigma ladder."""
+    """Denoising score matching 1/2 lambda(t) || s_theta(x_t, t) + eps / sigma(t) ||^2, mean over dimensions
+    (notes 002, eq. 1.7.13; Vincent 2011; Song & Ermon 2019, eq. 5; Song et al. 2021, eq. 7): the Fisher
+    divergence of the module docstring up to a constant. With s_theta = -eps_hat / sigma it is
+    lambda / (2 sigma^2) || eps_hat - eps ||^2, so lambda = sigma^2 gives NCSN's loss (eq. 1.7.14), which
+    is 1/2 L_simple; on a discrete VE process the times are its geometric sigma ladder."""
     t64, noise = _times_and_noise(denoiser, x0, t, noise, generator)
     process = denoiser.process
-    weight = (score_weight(process, t64, weighting) / process.sigma(t64) ** 2).to(x0)
+    weight = (0.5 * score_weight(process, t64, weighting) / process.sigma(t64) ** 2).to(x0)
     return weight * simple_loss(denoiser, x0, target="eps", t=t64, noise=noise, model_kwargs=model_kwargs)
 
 
@@ -171,7 +177,8 @@ def ism_loss(
 
 
 def _score_matching(process: Process, t64: torch.Tensor, weighting: str, trace, score: torch.Tensor) -> torch.Tensor:
-    """lambda(t) [tr(J) + ||s||^2 / 2] / D per example (Hyvarinen's objective up to a constant)."""
+    """lambda(t) [tr(J) + ||s||^2 / 2] / D per example: Hyvarinen's objective (2005, Thm. 1), which is
+    1/2 lambda(t) E ||s - grad log p_t||^2 / D less a constant, the scale `dsm_loss` shares."""
     weight = score_weight(process, t64, weighting).to(score)
     return weight * (trace + 0.5 * score.flatten(1).pow(2).sum(1)) / score[0].numel()
 

@@ -13,12 +13,17 @@ from fokker.data import Dataset
 from fokker.denoiser import Denoiser
 from fokker.errors import UserError
 from fokker.nets import build_network
-from fokker.processes import process_from_config
+from fokker.processes import Process, process_from_config
+from fokker.samplers.ode import smallest_time
+
+EMBEDDING_RANGE = 1000.0  # the largest |time_scale * c| over the training times: 1000 t, t in [0, 1]
 
 
 def resolve_config(config: dict, dataset: Dataset) -> dict:
-    """Fill in what the data decides: its shape, its classes, the network's input size and the x0 range."""
+    """Fill in what the data decides (its shape, its classes, the network's input size and the x0 range) and the
+    network's time_scale for the conditioning (`embedding_time_scale`)."""
     config = copy.deepcopy(config)
+    _fill_time_scale(config)  # first: it tells a fresh config from a resolved one by data.shape
     config["data"]["shape"] = list(dataset.shape)
     config["data"]["num_classes"] = dataset.num_classes
     config["data"]["levels"] = dataset.levels
@@ -36,6 +41,27 @@ def resolve_config(config: dict, dataset: Dataset) -> dict:
         net.setdefault("dim", dataset.shape[0])
         net.setdefault("out_dim", outputs * net["dim"])
     return config
+
+
+def embedding_time_scale(conditioning: str, process: Process) -> float:
+    """The network's time_scale for a conditioning c: EMBEDDING_RANGE / max |c| over the process's training
+    times (4 significant digits), so that the sinusoidal embedding of time_scale * c spans what 1000 t gives
+    for t in [0, 1], and what DDPM's step index 0..999 at scale 1 gives (Ho et al. 2020): "time" 1000,
+    "index" 1000 / T, "sigma" 1000 / sigma(1), "log_sigma" 1000 / max |log sigma(t)|. c is monotone in t,
+    so the maximum is at the first training time or at t = 1."""
+    denoiser = Denoiser(lambda x, c: x, process, conditioning=conditioning)
+    ends = torch.tensor([smallest_time(process), 1.0], dtype=torch.float64)
+    return float(f"{EMBEDDING_RANGE / denoiser.condition(ends).abs().max().item():.4g}")
+
+
+def _fill_time_scale(config: dict) -> None:
+    """Set model.network.time_scale from the conditioning and the process unless it is given, so the saved
+    config says what the network was built with. A run's own config from before it was filled (resolved
+    already: data.shape is set) is left as it is: its network keeps the default it was built with."""
+    net = config["model"]["network"]
+    if net.get("time_scale") is None and config["data"].get("shape") is None:
+        process = process_from_config(config["process"])
+        net["time_scale"] = embedding_time_scale(config["model"]["conditioning"], process)
 
 
 def build_model(config: dict) -> tuple[nn.Module, Denoiser]:
