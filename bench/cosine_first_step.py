@@ -32,7 +32,13 @@ SCHEDULES = {
     "cosine, beta_T clipped at 0.999 (Nichol & Dhariwal)": ["process.schedule=cosine", "process.min_alpha_bar=0.0"],
     "cosine to alpha-bar(1) = 4e-5 (fokker)": ["process.schedule=cosine"],
 }
-SAMPLERS = [("ddpm", {}), ("ddim", {}), ("euler_maruyama", {}), ("ode", {"method": "euler"}), ("ode", {"method": "heun"})]
+SAMPLERS = [
+    ("ddpm", {}),
+    ("ddim", {}),
+    ("euler_maruyama", {}),
+    ("ode", {"method": "euler"}),
+    ("ode", {"method": "heun"}),
+]
 STEPS = (20, 50, 200)
 
 
