@@ -68,12 +68,12 @@ def test_the_same_options_are_accepted_where_they_apply():
 def test_the_grid_is_an_option_of_the_fixed_step_methods_only():
     """dopri5 picks its own steps: an explicit step count or spacing (the CLI's --steps / --spacing) is refused."""
     assert uses_grid("ode", {"method": "heun"}) and uses_grid("ddim", {}) and not uses_grid("ode", {"method": "dopri5"})
-    check_options("ode", {"method": "euler", "steps": 10, "spacing": "quadratic"})
+    check_options("ode", {"method": "euler"}, {"steps": 10, "spacing": "quadratic"})
     for key, value in (("steps", 10), ("spacing", "quadratic")):
-        with pytest.raises(
-            UserError, match=f"'{key}' has no effect here; it applies only when method is euler or heun"
-        ):
-            check_options("ode", {"method": "dopri5", key: value})
+        with pytest.raises(UserError, match=f"'{key}' has no effect here; it applies only when method is euler or"):
+            check_options("ode", {"method": "dopri5"}, {key: value})
+    with pytest.raises(UserError, match="sampler 'ode' has no option 'steps'"):  # the grid is no sampler option
+        check_options("ode", {"method": "heun", "steps": 10})
 
 
 # --------------------------------------------------------------------------- a learned variance, per sampler
@@ -203,6 +203,7 @@ def test_likelihood_options_that_apply_are_taken():
         (["model.variance=learned", "train.loss=ism"], "train.loss ism does not train v"),
         (["process={type: ve, T: 100}", "train.loss=vlb"], "train.loss vlb: the variational bound needs a process "),
         (["process={type: ve, T: 100}", "train.loss=hybrid", "model.variance=learned"], "not ve with sigma(0) = 0.01"),
+        (["sample.sampler=pc", "sample.options={corrector: none, snr: 0.1}"], "sample.options: sampler 'pc': option"),
     ],
 )
 def test_config_refuses_a_variance_nothing_trains_and_the_bound_on_ve(overrides, message):

@@ -282,14 +282,14 @@ def cmd_sample(args: argparse.Namespace) -> int:
         raise UserError(f"--out must name a .png file, got {out}")
     options, grid = _sampler_options(args), _grid_options(args)
     if args.sampler is not None:
-        check_options(args.sampler, {**options, **grid})
+        check_options(args.sampler, options, grid)
     device = make_accelerator(args.device, "no").device
     denoiser, config = load_model(args.checkpoint, device)
     for key in ("sampler", "steps", "spacing"):
         if getattr(args, key) is None:
             setattr(args, key, config["sample"][key])
     options = {**sample_options(config, args.sampler), **options}
-    check_options(args.sampler, {**options, **grid})
+    check_options(args.sampler, options, grid)
     start = time.time()
     samples, info = sample_seeded(
         denoiser, args.sampler, args.steps, config["data"]["shape"], args.num, seed=args.seed, spacing=args.spacing,

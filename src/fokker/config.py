@@ -172,6 +172,7 @@ def validate(config: dict) -> None:
         _check_bound_loss(config["process"], t["loss"], [name for name in LOSSES if name not in BOUND_LOSSES])
     if t["mixed_precision"] not in ("no", "fp16", "bf16"):
         raise UserError(f"bad value for train.mixed_precision: {t['mixed_precision']!r}; expected no, fp16 or bf16")
+    _check_sample_options(config["sample"])
 
 
 def _check_bound_loss(process: dict, loss: str, others: list[str]) -> None:
@@ -180,6 +181,17 @@ def _check_bound_loss(process: dict, loss: str, others: list[str]) -> None:
     from fokker.vlb import check_bound_grid
 
     check_bound_grid(process_from_config(process), f"train.loss {loss}", f"use {', '.join(others)}")
+
+
+def _check_sample_options(s: dict) -> None:
+    """sample.options must be options of sample.sampler that have an effect (fokker.samplers.check_options),
+    checked before training rather than at its first sample picture."""
+    from fokker.samplers import check_options
+
+    try:
+        check_options(s["sampler"], dict(s.get("options") or {}))
+    except UserError as err:
+        raise UserError(f"sample.options: {err}") from None
 
 
 def sample_options(config: dict, sampler: str) -> dict:

@@ -89,14 +89,15 @@ def ineffective(name: str, options: dict) -> dict[str, str]:
     return out
 
 
-def check_options(name: str, options: dict) -> None:
-    """Raise a UserError naming any option the sampler does not take, or one given where it has no effect.
-    `options` may also hold the grid's "steps" / "spacing" when the caller chose them explicitly."""
+def check_options(name: str, options: dict, grid: dict | None = None) -> None:
+    """Raise a UserError naming any option the sampler does not take, or one given where it has no effect;
+    `grid` holds the time grid's "steps" / "spacing" where the caller chose them explicitly."""
     known = sampler_options(name)
     for key in options:
-        if key not in known and key not in GRID:
+        if key not in known:
             raise UserError(f"sampler {name!r} has no option {key!r}; its options: {sorted(known) or 'none'}")
-    for key, reason in ineffective(name, options).items():
+    chosen = {k: v for k, v in (grid or {}).items() if k in GRID}
+    for key, reason in ineffective(name, {**options, **chosen}).items():
         raise UserError(f"sampler {name!r}: option {key!r} has no effect here; {reason}")
 
 
