@@ -143,10 +143,13 @@ def test_batch_independence(kind: str) -> None:
     t, y = torch.rand(4), torch.tensor([0, 1, 2, 3])
     full = net(x, t, y)
     single = torch.cat([net(x[i : i + 1], t[i : i + 1], y[i : i + 1]) for i in range(4)])
-    torch.testing.assert_close(full, single, atol=1e-5, rtol=1e-4)
+    # float32 rounding, which other batch sizes block differently, is relative to the outputs' magnitude
+    # (measured: U-Net max |out| 3.7, max difference 3.3e-6); another example's influence would be O(|out|)
+    tol = {"rtol": 1e-4, "atol": 1e-5 * full.abs().max().item()}
+    torch.testing.assert_close(full, single, **tol)
     x2 = x.clone()
     x2[1:] = torch.randn_like(x2[1:])
-    torch.testing.assert_close(net(x2, t, y)[0], full[0], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(net(x2, t, y)[0], full[0], **tol)
 
 
 def test_build_network_round_trip() -> None:

@@ -173,8 +173,8 @@ def test_langevin_corrector_improves_the_predictor():
     target = GaussianTarget.anisotropic(256)
     process = fokker.VE(0.01, 50.0)
     kls = [
-        eigen_kl(draw(target, process, "pc", 20, "uniform", n=4000, corrector=c, corrector_steps=k)[0], target)
-        for c, k in (("none", 0), ("langevin", 1), ("langevin", 2))
+        eigen_kl(draw(target, process, "pc", 20, "uniform", n=4000, corrector=c, **k)[0], target)
+        for c, k in (("none", {}), ("langevin", {"corrector_steps": 1}), ("langevin", {"corrector_steps": 2}))
     ]
     assert kls[1] < 0.6 * kls[0] and kls[2] < 0.7 * kls[1], kls
 

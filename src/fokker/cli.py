@@ -139,15 +139,19 @@ def _likelihood_parser(sub, fmt) -> None:
     lk.add_argument("--steps", type=int, help="vlb: steps of the bound's grid (default: the process's own T)")
     lk.add_argument("--t-samples", type=int, help="vlb: this many sampled terms per example instead of all")
     lk.add_argument("--variance", help="vlb: beta_tilde, beta or learned (default: learned if the model has it)")
-    lk.add_argument("--rtol", type=float, default=1e-5, help="ode: relative tolerance (default: 1e-5)")
-    lk.add_argument("--atol", type=float, default=1e-5, help="ode: absolute tolerance (default: 1e-5)")
-    lk.add_argument("--divergence", default="auto", help="ode: auto (exact up to 16 dimensions), exact or hutchinson")
-    lk.add_argument("--probe", default="rademacher", help="ode: Hutchinson probe, rademacher or gaussian")
+    lk.add_argument("--rtol", type=float, help="ode: relative tolerance (default: 1e-5)")
+    lk.add_argument("--atol", type=float, help="ode: absolute tolerance (default: 1e-5)")
+    lk.add_argument("--divergence", help="ode: auto (default; exact up to 16 dimensions), exact or hutchinson")
+    lk.add_argument("--probe", help="ode with the Hutchinson divergence: rademacher (default) or gaussian")
     lk.add_argument("--seed", type=int, default=0, help="example i draws its noise from seed (seed, i) (default: 0)")
     lk.add_argument("--batch-size", type=int, default=64, help="examples per batch (default: 64)")
     lk.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto)")
     lk.add_argument("--out", help="folder for likelihood.json (and terms.png for the bound on every step)")
     lk.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+# the options of fokker.likelihood's two methods (fokker.likelihood.method_options) that have flags
+LIKELIHOOD_FLAGS = ("steps", "t_samples", "variance", "rtol", "atol", "divergence", "probe")
 
 
 def _interpolate_parser(sub, fmt) -> None:
@@ -197,14 +201,17 @@ def _sampling_options(p: argparse.ArgumentParser, samplers: dict, spacings: tupl
 # every sampler's own options (fokker.samplers.sampler_options), as command-line flags
 SAMPLER_FLAGS: dict[str, tuple[type, str]] = {
     "eta": (float, "ddim: noise scale in [0, 1] (0 = deterministic)"),
-    "variance": (str, "ddpm: beta_tilde, beta or learned (default: learned if the model has it); pc's ancestral"),
+    "variance": (
+        str,
+        "ddpm, and pc with --predictor ancestral: beta_tilde, beta or learned (default: learned if the model has it)",
+    ),
     "predictor": (str, "pc: reverse_diffusion (default), euler_maruyama or ancestral"),
     "corrector": (str, "pc: langevin (default) or none"),
-    "snr": (float, "pc: signal-to-noise ratio of the Langevin corrector (default: 0.16)"),
-    "corrector_steps": (int, "pc: Langevin corrector updates per step (default: 1)"),
-    "method": (str, "ode: euler, heun (default) or dopri5 (adaptive; --steps is then ignored)"),
-    "rtol": (float, "ode with dopri5: relative tolerance (default: 1e-5)"),
-    "atol": (float, "ode with dopri5: absolute tolerance (default: 1e-5)"),
+    "snr": (float, "pc with the langevin corrector: its signal-to-noise ratio (default: 0.16)"),
+    "corrector_steps": (int, "pc with the langevin corrector: its updates per step (default: 1)"),
+    "method": (str, "ode: euler, heun (default) or dopri5 (adaptive: picks its own steps; no --steps / --spacing)"),
+    "rtol": (float, "ode with --method dopri5: relative tolerance (default: 1e-5)"),
+    "atol": (float, "ode with --method dopri5: absolute tolerance (default: 1e-5)"),
     "epsilon": (float, "annealed_langevin: NCSN's step size epsilon (default: 0.2 sigma_min^2 of the ladder)"),
     "steps_per_level": (int, "annealed_langevin: Langevin updates per noise level (default: 100)"),
     "denoise": (bool, "euler_maruyama, pc, ode, annealed_langevin: end on Tweedie's x0_hat (default: yes)"),
@@ -214,6 +221,11 @@ SAMPLER_FLAGS: dict[str, tuple[type, str]] = {
 def _sampler_options(args: argparse.Namespace) -> dict:
     """The sampler-specific options given on the command line."""
     return {k: getattr(args, k) for k in SAMPLER_FLAGS if getattr(args, k) is not None}
+
+
+def _grid_options(args: argparse.Namespace) -> dict:
+    """--steps and --spacing when given on the command line (an adaptive sampler refuses them)."""
+    return {k: getattr(args, k) for k in ("steps", "spacing") if getattr(args, k) is not None}
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -259,7 +271,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from fokker.config import sample_options
     from fokker.data import load_dataset, to_uint8_images
     from fokker.model import load_model
-    from fokker.samplers import check_options, sample_seeded
+    from fokker.samplers import check_options, sample_seeded, uses_grid
     from fokker.train import make_accelerator
     from fokker.viz import save_picture
 
@@ -268,15 +280,16 @@ def cmd_sample(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.suffix.lower() != ".png":
         raise UserError(f"--out must name a .png file, got {out}")
-    options = _sampler_options(args)
+    options, grid = _sampler_options(args), _grid_options(args)
     if args.sampler is not None:
-        check_options(args.sampler, options)
+        check_options(args.sampler, options, grid)
     device = make_accelerator(args.device, "no").device
     denoiser, config = load_model(args.checkpoint, device)
     for key in ("sampler", "steps", "spacing"):
         if getattr(args, key) is None:
             setattr(args, key, config["sample"][key])
     options = {**sample_options(config, args.sampler), **options}
+    check_options(args.sampler, options, grid)
     start = time.time()
     samples, info = sample_seeded(
         denoiser, args.sampler, args.steps, config["data"]["shape"], args.num, seed=args.seed, spacing=args.spacing,
@@ -294,8 +307,10 @@ def cmd_sample(args: argparse.Namespace) -> int:
     tmp = out.with_name(f".{out.stem}.tmp.npz")
     np.savez_compressed(tmp, **arrays)
     tmp.replace(out.with_suffix(".npz"))
+    grid_used = uses_grid(args.sampler, options)
+    how = f"{args.steps} steps, {args.spacing} spacing" if grid_used else f"{info['steps']} adaptive steps"
     print(
-        f"sampled {args.num} with {args.sampler} ({args.steps} steps, {args.spacing} spacing) in "
+        f"sampled {args.num} with {args.sampler} ({how}) in "
         f"{time.time() - start:.1f} s; NFE {nfe} per sample; wrote {out} and {out.with_suffix('.npz')}"
     )
     return 0
@@ -330,7 +345,7 @@ def cmd_likelihood(args: argparse.Namespace) -> int:
     import json
 
     from fokker.data import dataset_for
-    from fokker.likelihood import likelihood_in_batches
+    from fokker.likelihood import check_method_options, likelihood_in_batches, method_options
     from fokker.model import load_model
     from fokker.samplers import time_grid
     from fokker.train import make_accelerator
@@ -338,14 +353,13 @@ def cmd_likelihood(args: argparse.Namespace) -> int:
 
     if args.num < 2 or args.batch_size < 1:
         raise UserError(f"--num must be at least 2 and --batch-size positive, got {args.num} and {args.batch_size}")
+    # the flags given: one of the other method's has no effect and is refused (--steps with --method ode)
+    options = {k: getattr(args, k) for k in LIKELIHOOD_FLAGS if getattr(args, k) is not None}
+    check_method_options(args.method, options, spell=lambda key: "--" + key.replace("_", "-"))
     device = make_accelerator(args.device, "no").device
     denoiser, config = load_model(args.checkpoint, device)
     data = dataset_for(config, args.split)
     x = data.data[: args.num]
-    if args.method == "vlb":
-        options = {"steps": args.steps, "t_samples": args.t_samples, "variance": args.variance}
-    else:
-        options = {"rtol": args.rtol, "atol": args.atol, "divergence": args.divergence, "probe": args.probe}
     start = time.time()
     result = likelihood_in_batches(
         denoiser, x, args.method, levels=data.levels, seed=args.seed, batch_size=args.batch_size, device=device,
@@ -366,9 +380,10 @@ def cmd_likelihood(args: argparse.Namespace) -> int:
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
+        used = {k: v for k, v in {**method_options(args.method), **options}.items() if k in LIKELIHOOD_FLAGS}
         record = {
             "method": args.method, "bits_per_dim": mean, "standard_error": se, "nats": nats, "num": len(x),
-            "split": args.split, "nfe": result.nfe, "levels": data.levels, "options": options,
+            "split": args.split, "nfe": result.nfe, "levels": data.levels, "options": used,
             "per_example_bits_per_dim": result.bpd.tolist(),
         }  # fmt: skip
         (out / "likelihood.json").write_text(json.dumps(record, indent=1))

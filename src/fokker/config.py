@@ -146,7 +146,7 @@ def validate(config: dict) -> None:
         require(t["minutes"], (int, float), "train.minutes", lambda v: v > 0, "a positive number")
     for key in ("log_every", "sample_every", "checkpoint_every"):
         require(t[key], int, f"train.{key}", lambda v: v > 0, "a positive integer")
-    from fokker.losses import LOSSES, check_weighting
+    from fokker.losses import BOUND_LOSSES, LOSSES, check_weighting
 
     if t["loss"] not in LOSSES:
         raise UserError(f"bad value for train.loss: {t['loss']!r}; expected one of {', '.join(LOSSES)}")
@@ -160,11 +160,38 @@ def validate(config: dict) -> None:
         raise UserError(f"bad value for model.variance: {variance!r}; expected fixed or learned")
     if t["loss"] == "hybrid" and variance != "learned":
         raise UserError("train.loss hybrid trains a learned variance: set model.variance=learned")
-    needs_grid = t["loss"] in ("vlb", "hybrid") or t["time_sampler"] == "importance"
+    if variance == "learned" and t["loss"] not in BOUND_LOSSES:
+        raise UserError(
+            f"model.variance learned needs a loss that trains the variance ({' or '.join(BOUND_LOSSES)}); "
+            f"train.loss {t['loss']} does not train v, the network's variance output: use model.variance=fixed"
+        )
+    needs_grid = t["loss"] in BOUND_LOSSES or t["time_sampler"] == "importance"
     if needs_grid and config["process"].get("T") is None:
         raise UserError(f"train.loss {t['loss']} / time_sampler {t['time_sampler']} need a discrete process.T")
+    if t["loss"] in BOUND_LOSSES:
+        _check_bound_loss(config["process"], t["loss"], [name for name in LOSSES if name not in BOUND_LOSSES])
     if t["mixed_precision"] not in ("no", "fp16", "bf16"):
         raise UserError(f"bad value for train.mixed_precision: {t['mixed_precision']!r}; expected no, fp16 or bf16")
+    _check_sample_options(config["sample"])
+
+
+def _check_bound_loss(process: dict, loss: str, others: list[str]) -> None:
+    """The bound's losses need a process with sigma(0) = 0 (fokker.vlb.check_bound_grid: not VE)."""
+    from fokker.processes import process_from_config
+    from fokker.vlb import check_bound_grid
+
+    check_bound_grid(process_from_config(process), f"train.loss {loss}", f"use {', '.join(others)}")
+
+
+def _check_sample_options(s: dict) -> None:
+    """sample.options must be options of sample.sampler that have an effect (fokker.samplers.check_options),
+    checked before training rather than at its first sample picture."""
+    from fokker.samplers import check_options
+
+    try:
+        check_options(s["sampler"], dict(s.get("options") or {}))
+    except UserError as err:
+        raise UserError(f"sample.options: {err}") from None
 
 
 def sample_options(config: dict, sampler: str) -> dict:

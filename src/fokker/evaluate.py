@@ -18,7 +18,7 @@ from fokker.errors import UserError
 from fokker.metrics import Classifier, image_metrics, load_classifier, vector_metrics
 from fokker.metrics.inception import inception_metrics, load_inception
 from fokker.model import load_model, weights_path
-from fokker.samplers import get_sampler, sample_seeded, sampler_options, time_grid
+from fokker.samplers import GRID, get_sampler, ineffective, sample_seeded, sampler_options, time_grid
 from fokker.viz import metric_curves, save_picture, training_curve
 
 # the metrics plotted against NFE, and whether lower is better
@@ -79,6 +79,7 @@ def evaluate(
     pictures; samplers, steps or spacing left as None come from the run's sample config. Returns the metrics
     record (also in metrics.json)."""
     options = options or {}
+    grid = {k: v for k, v in (("steps", steps), ("spacing", spacing)) if v is not None}  # chosen explicitly
     denoiser, config = load_model(checkpoint, device)
     samplers = samplers or [config["sample"]["sampler"]]
     steps = steps or [config["sample"]["steps"]]
@@ -87,6 +88,7 @@ def evaluate(
     for key in options:
         if not any(key in sampler_options(name) for name in samplers):
             raise UserError(f"option {key!r} is taken by none of the samplers {samplers}")
+    _check_effect(samplers, options, grid, config)
     out = Path(out)
     spacing = spacing or config["sample"]["spacing"]
     for n in steps:
@@ -106,7 +108,7 @@ def evaluate(
             samples, info = sample_seeded(
                 denoiser, name, n, config["data"]["shape"], num, seed=seed, spacing=spacing,
                 batch_size=batch_size, device=device, progress=progress,
-                **{**sample_options(config, name), **_own(name, options)},
+                **_own(name, options, config),
             )  # fmt: skip
             seconds = time.time() - start
             picture = f"samples_{name}_{n}.png"
@@ -136,9 +138,25 @@ def evaluate(
     return record
 
 
-def _own(name: str, options: dict) -> dict:
-    """The options that sampler `name` takes."""
-    return {k: v for k, v in options.items() if k in sampler_options(name)}
+def _own(name: str, options: dict, config: dict) -> dict:
+    """Sampler `name`'s options: the run's own (sample.options) if it is the run's sampler, and those of
+    `options` that it takes and that have an effect on it."""
+    taken = {**sample_options(config, name), **{k: v for k, v in options.items() if k in sampler_options(name)}}
+    ignored = ineffective(name, taken).keys() & options.keys()  # given for the other samplers
+    return {k: v for k, v in taken.items() if k not in ignored}
+
+
+def _check_effect(samplers: list[str], options: dict, grid: dict, config: dict) -> None:
+    """A UserError for an option given, or a grid chosen (steps, spacing), that has an effect on none of the
+    samplers: the reason each sampler ignores it."""
+    for key, value in {**options, **grid}.items():
+        reasons = {}
+        for name in samplers:
+            if key in GRID or key in sampler_options(name):
+                reasons[name] = ineffective(name, {**_own(name, options, config), key: value}).get(key)
+        if all(reasons.values()):
+            why = "; ".join(f"{name}: {reason}" for name, reason in reasons.items())
+            raise UserError(f"option {key!r} has no effect on any of the samplers {samplers} ({why})")
 
 
 def _write_report(record: dict, checkpoint: str | Path, out: Path) -> None:

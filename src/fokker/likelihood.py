@@ -21,7 +21,9 @@ continuous data (levels None) bits/dim is nll / (D ln 2), a differential entropy
 
 from __future__ import annotations
 
+import inspect
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -96,20 +98,28 @@ class AugmentedDrift:
         self.drift.callback_reject_step(t0, y0, dt)
 
 
-def _probe(x: torch.Tensor, dim: int, divergence_kind: str, probe: str, generator: Generators) -> torch.Tensor | None:
-    """The Hutchinson probe for each datum (Rademacher or Gaussian), or None for the exact divergence."""
+def _probe(
+    x: torch.Tensor, dim: int, divergence_kind: str, probe: str | None, generator: Generators
+) -> torch.Tensor | None:
+    """The Hutchinson probe for each datum (Rademacher, the default, or Gaussian), or None for the exact
+    divergence, where a probe given explicitly has no effect and is refused."""
     if divergence_kind not in DIVERGENCES:
         raise UserError(f"unknown divergence {divergence_kind!r}; expected one of {DIVERGENCES}")
-    if probe not in PROBES:
+    if probe is not None and probe not in PROBES:
         raise UserError(f"unknown probe {probe!r}; expected one of {PROBES}")
     if divergence_kind == "auto":
         divergence_kind = "exact" if dim <= EXACT_AUTO_DIM else "hutchinson"
     if divergence_kind == "exact":
         if dim > MAX_EXACT_DIM:
             raise UserError(f"exact divergence: D = {dim} backward passes, over {MAX_EXACT_DIM}; use hutchinson")
+        if probe is not None:
+            raise UserError(
+                f"probe {probe!r} has no effect with the exact divergence (D = {dim}; auto is exact up to "
+                f"D = {EXACT_AUTO_DIM}); a probe applies only to divergence hutchinson"
+            )
         return None
     z = randn(x.shape, generator, device=x.device, dtype=x.dtype)
-    return z.sign() if probe == "rademacher" else z
+    return z.sign() if probe in (None, "rademacher") else z
 
 
 def ode_nll(
@@ -119,14 +129,14 @@ def ode_nll(
     rtol: float = 1e-5,
     atol: float = 1e-5,
     divergence: str = "auto",
-    probe: str = "rademacher",
+    probe: str | None = None,
     t_eps: float | None = None,
     generator: Generators = None,
     model_kwargs: dict | None = None,
 ) -> dict:
     """-log p_eps(x) per example in nats by the probability-flow ODE from t_eps to 1 (see the module):
     {"nll", "z" (x at t = 1), "nfe", "accepted", "rejected", "t_eps"}. `divergence` "auto" is exact up to
-    D = 16, Hutchinson above."""
+    D = 16, Hutchinson above; `probe` (Hutchinson's: rademacher, the default, or gaussian) only with it."""
     if rtol <= 0 or atol <= 0:
         raise UserError(f"rtol and atol must be positive, got {rtol} and {atol}")
     process = denoiser.process
@@ -140,6 +150,27 @@ def ode_nll(
     logp = process.prior_logp(x1) + integral.double()
     info = {"z": x1, "nfe": denoiser.nfe - nfe0, "accepted": drift.accepted, "rejected": drift.rejected}
     return {"nll": -logp, **info, "t_eps": t_eps}
+
+
+def method_options(method: str) -> dict[str, object]:
+    """The options of likelihood method "vlb" (fokker.vlb.vlb) or "ode" (`ode_nll`) and their defaults."""
+    if method not in METHODS:
+        raise UserError(f"unknown likelihood method {method!r}; expected one of {METHODS}")
+    params = inspect.signature(vlb if method == "vlb" else ode_nll).parameters.values()
+    given_by_likelihood = {"levels", "generator"}
+    return {p.name: p.default for p in params if p.kind is p.KEYWORD_ONLY and p.name not in given_by_likelihood}
+
+
+def check_method_options(method: str, options: dict, spell: Callable[[str], str] = repr) -> None:
+    """A UserError for an option (given, not None) that the likelihood method does not take: the other
+    method's options have no effect on it. `spell` writes an option's name (the CLI: as its flag)."""
+    known = method_options(method)
+    for key, value in options.items():
+        if value is not None and key not in known:
+            other = next((m for m in METHODS if m != method and key in method_options(m)), None)
+            where = f"it applies only to method {other}" if other else "no method takes it"
+            shown = ", ".join(spell(k) for k in sorted(set(known) - {"model_kwargs", "progress"}))
+            raise UserError(f"likelihood method {method} has no option {spell(key)} ({where}); its options: {shown}")
 
 
 def likelihood(
@@ -156,8 +187,8 @@ def likelihood(
     divergence, probe, t_eps). `levels`: the number of values the data takes in [-1, 1] (256 for 8-bit
     images), None for continuous data; with levels, "ode" dequantizes uniformly and adds the bits/dim
     offset of the module docstring."""
-    if method not in METHODS:
-        raise UserError(f"unknown likelihood method {method!r}; expected one of {METHODS}")
+    check_method_options(method, options)
+    options = {k: v for k, v in options.items() if v is not None}
     if levels is not None and levels < 2:
         raise UserError(f"levels must be at least 2 (256 for 8-bit data), got {levels}")
     dim = x[0].numel()

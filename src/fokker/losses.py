@@ -25,11 +25,12 @@ from fokker.denoiser import PREDICTIONS, Denoiser, from_x0_eps, to_x0_eps
 from fokker.errors import UserError
 from fokker.processes import Process, expand_as
 from fokker.samplers.noise import randn
-from fokker.vlb import default_variance, model_step_nll
+from fokker.vlb import check_bound_grid, default_variance, model_step_nll
 
 WEIGHTINGS = ("sigma2", "likelihood")
 PROJECTIONS = ("rademacher", "gaussian")
 LOSSES = ("simple", "dsm", "ssm", "ism", "vlb", "hybrid")
+BOUND_LOSSES = ("vlb", "hybrid")  # with a term of the variational bound: they train a learned variance v
 HYBRID_WEIGHT = 0.001  # lambda of L_hybrid = L_simple + lambda L_vlb (Nichol & Dhariwal 2021, sec. 3.1)
 MAX_ISM_DIM = 256  # the exact trace costs one backward pass per dimension
 
@@ -192,6 +193,7 @@ def _vlb_and_prediction(
     process = denoiser.process
     if process.T is None:
         raise UserError("the 'vlb' and 'hybrid' losses need a discrete process (process.T steps)")
+    check_bound_grid(process, "the 'vlb' and 'hybrid' losses", "use simple, dsm, ssm or ism")
     t64, noise = _times_and_noise(denoiser, x0, t, noise, generator)
     i = torch.round(t64 * process.T)  # float32 times i / T back onto the grid exactly
     t64, s64 = i / process.T, (i - 1).clamp(min=0) / process.T

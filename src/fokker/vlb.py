@@ -165,13 +165,18 @@ def model_step_nll(
     return step_nll(process, x0, x_t, t64, s64, x0_hat, logvar, levels), out
 
 
-def check_bound_grid(process: Process) -> None:
-    """The bound needs the data at t = 0: alpha(0) = 1 and sigma(0) = 0 (VP and sub-VP, not VE)."""
+def check_bound_grid(
+    process: Process, what: str | None = None, instead: str = "use the ODE likelihood (method 'ode')"
+) -> None:
+    """The bound needs the data at t = 0: alpha(0) = 1 and sigma(0) = 0 (VP and sub-VP, not VE, whose
+    x_0 already holds noise of sigma_min: its "bound" is not one, and can be negative). A UserError
+    naming `what` asked for it and what to do `instead`."""
     zero = torch.zeros(1, dtype=F64)
-    if process.sigma(zero).item() != 0 or abs(process.alpha(zero).item() - 1) > 1e-12:
+    sigma0, alpha0 = process.sigma(zero).item(), process.alpha(zero).item()
+    if sigma0 != 0 or abs(alpha0 - 1) > 1e-12:
         raise UserError(
-            "the variational bound needs a process with sigma(0) = 0 and alpha(0) = 1 (VP or sub-VP); "
-            "use the ODE likelihood (method 'ode') for this one"
+            f"{what + ': ' if what else ''}the variational bound needs a process with sigma(0) = 0 and alpha(0) = 1 "
+            f"(VP or sub-VP), not {process.config()['type']} with sigma(0) = {sigma0:.4g}; {instead} for this one"
         )
 
 

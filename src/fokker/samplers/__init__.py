@@ -14,12 +14,27 @@ from fokker.samplers import sde as _sde  # noqa: F401  (registers "euler_maruyam
 from fokker.samplers.grid import SPACINGS, time_grid
 from fokker.samplers.langevin import langevin, score_from_log_prob  # also registers "annealed_langevin"
 from fokker.samplers.noise import Generators, randn, seed_for
-from fokker.samplers.registry import SAMPLERS, check_options, get_sampler, register, sampler_options
+from fokker.samplers.registry import (
+    GRID,
+    SAMPLERS,
+    Rule,
+    check_options,
+    get_sampler,
+    ineffective,
+    register,
+    sampler_options,
+    uses_grid,
+    when,
+)
 
 __all__ = [
+    "GRID",
     "SAMPLERS",
     "SPACINGS",
+    "Rule",
+    "check_options",
     "get_sampler",
+    "ineffective",
     "langevin",
     "randn",
     "register",
@@ -29,6 +44,8 @@ __all__ = [
     "score_from_log_prob",
     "seed_for",
     "time_grid",
+    "uses_grid",
+    "when",
 ]
 
 
@@ -46,7 +63,8 @@ def sample(
 ) -> tuple[torch.Tensor, dict]:
     """Draw samples with the sampler registered as `sampler`, on `steps` steps of the named spacing.
     Starts from x_T if given, else from the process prior of `shape`. Returns (samples, info);
-    info["nfe"] is the number of network evaluations used."""
+    info["nfe"] is the number of network evaluations used, info["times"] the times stepped through (the
+    grid; an adaptive solver's own times)."""
     fn = get_sampler(sampler)
     own = {k: v for k, v in options.items() if k not in ("callback", "model_kwargs", "progress")}
     check_options(sampler, own)
@@ -56,7 +74,7 @@ def sample(
             raise ValueError("give either shape or x_T")
         x_T = denoiser.process.prior_sample(tuple(shape), generator, device=device)
     x, info = fn(denoiser, x_T, times, generator=generator, **options)
-    return x, {**info, "sampler": sampler, "times": times}
+    return x, {"times": times, **info, "sampler": sampler}
 
 
 def sample_seeded(
@@ -86,4 +104,4 @@ def sample_seeded(
         x_T = denoiser.process.prior_std * randn((len(gens), *shape), gens, device=device)
         x, info = fn(denoiser, x_T, times, generator=gens, progress=progress, **options)
         chunks.append(x.float().cpu())
-    return torch.cat(chunks), {**info, "sampler": sampler, "times": times}
+    return torch.cat(chunks), {"times": times, **info, "sampler": sampler}

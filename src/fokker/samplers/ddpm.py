@@ -26,7 +26,7 @@ def ancestral_coefficients(variance: str = "beta_tilde"):
     (x0, eps), var = beta-tilde (the posterior variance, Ho et al. 2020, eq. 7) or beta (the forward
     transition variance v = sigma_t^2 - a^2 sigma_s^2, a = alpha_t / alpha_s; beta_t on the full grid)."""
     if variance not in VARIANCES:
-        raise UserError(f"unknown variance {variance!r}; expected one of {(*VARIANCES, 'learned')} (learned: ddpm)")
+        raise UserError(f"unknown variance {variance!r}; expected one of {(*VARIANCES, 'learned')}")
 
     def coefficients(process: Process, t: torch.Tensor, s: torch.Tensor):
         a, v = process.transition(s, t)
@@ -35,6 +35,15 @@ def ancestral_coefficients(variance: str = "beta_tilde"):
         return process.alpha(s), a * sigma_s2 / sigma_t, var.sqrt()
 
     return coefficients
+
+
+def ancestral_variance(denoiser: Denoiser, variance: str | None) -> str:
+    """The variance of an ancestral step: as given (beta_tilde, beta or learned), else learned for a model
+    with a learned variance and beta_tilde otherwise. "learned" needs such a model."""
+    variance = variance or ("learned" if denoiser.learned_variance else "beta_tilde")
+    if variance == "learned" and not denoiser.learned_variance:
+        raise UserError("variance 'learned' needs a model with a learned variance (model.variance: learned)")
+    return variance
 
 
 @register("ddpm")
@@ -54,13 +63,10 @@ def ddpm(
     transition variance 1 - alpha-bar_t / alpha-bar_s on a respaced grid) or "learned" (Nichol & Dhariwal
     2021, eq. 15, between beta and beta-tilde of the grid's own steps). Default: learned for a model
     with a learned variance, else beta-tilde."""
-    variance = variance or ("learned" if denoiser.learned_variance else "beta_tilde")
-    if variance == "learned":
-        if not denoiser.learned_variance:
-            raise UserError("variance 'learned' needs a model with a learned variance (model.variance: learned)")
-        steps = step_table(denoiser, x, times, ancestral_coefficients("beta_tilde"), learned_variance=True)
-        return run_table(denoiser, x, steps, generator, callback, model_kwargs, progress)
-    steps = step_table(denoiser, x, times, ancestral_coefficients(variance))
+    variance = ancestral_variance(denoiser, variance)
+    learned = variance == "learned"
+    coefficients = ancestral_coefficients("beta_tilde" if learned else variance)
+    steps = step_table(denoiser, x, times, coefficients, learned_variance=learned)
     return run_table(denoiser, x, steps, generator, callback, model_kwargs, progress)
 
 
@@ -78,7 +84,8 @@ def ddim(
 ) -> tuple[torch.Tensor, dict]:
     """DDIM (Song, Meng & Ermon 2021, eq. 12 and 16): x_s = alpha_s x0_hat + sqrt(sigma_s^2 - std^2) eps_hat
     + std z with std = eta sqrt(beta-tilde). eta = 0 is deterministic; eta = 1 is ancestral sampling
-    with beta-tilde."""
+    with beta-tilde. eta sets the step's variance, so a model's learned variance has no role here: such a
+    model samples by its mean prediction (for its learned variance use ddpm)."""
     if not 0.0 <= eta <= 1.0:
         raise UserError(f"eta must be in [0, 1], got {eta}")
 

@@ -85,7 +85,8 @@ def annealed_langevin(
     smallest level. `denoise` ends with Tweedie's x0_hat at sigma_L (Jolicoeur-Martineau et al. 2021).
     The defaults are NCSN's, 100 steps per level and epsilon = 2e-5 (sigma_L / 0.01)^2, i.e. NCSN's
     2e-5 for its sigma_L = 0.01 and the same alpha_L = 0.2 sigma_L^2 on any other ladder (an epsilon
-    tuned for one ladder diverges on another). NFE = levels * steps_per_level (+ 1 with denoise)."""
+    tuned for one ladder diverges on another). NFE = levels * steps_per_level (+ 1 with denoise). The
+    Langevin step sets its own noise, so a model with a learned variance is run on its mean prediction."""
     if epsilon is None:
         epsilon = 0.2 * denoiser.process.sigma(times[-2:-1]).item() ** 2
     if epsilon <= 0 or steps_per_level < 1:

@@ -15,7 +15,7 @@ from fokker.denoiser import Denoiser
 from fokker.errors import UserError
 from fokker.processes import Process
 from fokker.samplers.noise import Generators
-from fokker.samplers.registry import register
+from fokker.samplers.registry import register, when
 from fokker.samplers.steps import conditionings, run_table, step_table
 
 METHODS = ("euler", "heun", "dopri5")
@@ -38,11 +38,15 @@ def ode_coefficients(process: Process, t: torch.Tensor) -> list[tuple[float, flo
 
 class Drift:
     """The ODE's right-hand side, callable as torchdiffeq calls it, counting accepted and rejected adaptive
-    steps through torchdiffeq's callbacks. `x0` is the x0_hat of the latest evaluation."""
+    steps through torchdiffeq's callbacks. `t`, `x` and `x0` are the time, state and x0_hat of the latest
+    evaluation: after an accepted dopri5 step, those of the step's end (its last stage, first-same-as-last).
+    `on_accept(drift, dt)`, if given, runs after each accepted step of size dt."""
 
-    def __init__(self, denoiser: Denoiser, model_kwargs: dict):
-        self.denoiser, self.model_kwargs = denoiser, model_kwargs
+    def __init__(self, denoiser: Denoiser, model_kwargs: dict, on_accept: Callable | None = None):
+        self.denoiser, self.model_kwargs, self.on_accept = denoiser, model_kwargs, on_accept
         self.accepted = self.rejected = 0
+        self.t: float | None = None
+        self.x: torch.Tensor | None = None
         self.x0: torch.Tensor | None = None
 
     def evaluate(self, x: torch.Tensor, t, coefficients: tuple, c: torch.Tensor | None = None) -> torch.Tensor:
@@ -53,18 +57,23 @@ class Drift:
 
     def __call__(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         t = t.detach().to(torch.float64)
+        self.t, self.x = t.item(), x
         return self.evaluate(x, t, ode_coefficients(self.denoiser.process, t.reshape(1))[0])
 
     def callback_accept_step(self, t0, y0, dt) -> None:
         self.accepted += 1
+        if self.on_accept is not None:
+            self.on_accept(self, abs(float(dt)))
 
     def callback_reject_step(self, t0, y0, dt) -> None:
         self.rejected += 1
 
 
 def smallest_time(process: Process) -> float:
-    """The earliest time an adaptive solve goes to when sigma(0) = 0: the first grid time 1 / T of a
-    discrete process, else the process's t_min."""
+    """The earliest time the model is trained at, where an adaptive solve toward t = 0 stops: the first
+    grid time 1 / T of a discrete process (sigma(1 / T), the lowest level of a VE ladder), else the
+    process's t_min. Below it the network was never trained (and for VP, sigma(0) = 0 makes the drift
+    singular)."""
     return 1.0 / process.T if process.T is not None else process.t_min
 
 
@@ -117,23 +126,40 @@ def dopri5(
     rtol: float,
     atol: float,
     denoise: bool,
+    callback: Callable | None,
     model_kwargs: dict,
+    progress: bool,
 ) -> tuple[torch.Tensor, dict]:
-    """Adaptive Dormand-Prince 5(4) from times[0] to times[-1] (only the ends of the grid are used); a
-    time with sigma = 0 is replaced by `smallest_time`, from which `denoise` takes x0_hat."""
-    process = denoiser.process
-    end = float(times[-1])
-    if process.sigma(torch.tensor([end], dtype=torch.float64)).item() == 0:
-        end = smallest_time(process)
-    drift, nfe0 = Drift(denoiser, model_kwargs), denoiser.nfe
-    x = solve(drift, x, float(times[0]), end, rtol, atol)
+    """Adaptive Dormand-Prince 5(4) from times[0] to times[-1] (only the ends of the grid are used), the
+    end raised to `smallest_time` (the lowest trained time), from which `denoise` takes x0_hat when the
+    grid ends at t = 0. callback(k, x, x0_hat) runs after each accepted step k with the state at the step's
+    end; the progress bar shows the time travelled. info["times"]: the times of the accepted steps."""
+    start, end = float(times[0]), max(float(times[-1]), smallest_time(denoiser.process))
+    visited, bar = [start], tqdm(total=abs(start - end), leave=False, disable=not progress, desc="t", unit="")
+
+    def on_accept(drift: Drift, dt: float) -> None:
+        visited.append(drift.t)
+        bar.update(dt)
+        if callback is not None:
+            callback(drift.accepted - 1, drift.x, drift.x0)
+
+    drift, nfe0 = Drift(denoiser, model_kwargs, on_accept), denoiser.nfe
+    x = solve(drift, x, start, end, rtol, atol)
+    bar.close()
     if denoise and times[-1] == 0:
         x = denoiser.x0(x, end, **model_kwargs)
+        visited.append(0.0)
     info = {"nfe": denoiser.nfe - nfe0, "steps": drift.accepted, "accepted": drift.accepted}
-    return x, {**info, "rejected": drift.rejected, "t_end": end}
+    return x, {**info, "rejected": drift.rejected, "t_end": end, "times": torch.tensor(visited, dtype=torch.float64)}
 
 
-@register("ode")
+# rtol / atol are dopri5's; the grid (steps, spacing) is used by the fixed-step methods only
+ADAPTIVE = when("method", "dopri5")
+FIXED = when("method", "euler", "heun")
+ODE_RULES = {"rtol": ADAPTIVE, "atol": ADAPTIVE, "steps": FIXED, "spacing": FIXED}
+
+
+@register("ode", only_when=ODE_RULES)
 def ode(
     denoiser: Denoiser,
     x: torch.Tensor,
@@ -149,10 +175,11 @@ def ode(
     progress: bool = False,
 ) -> tuple[torch.Tensor, dict]:
     """The probability-flow ODE (Song et al. 2021, eq. 13) by "euler" or "heun" on the grid (NFE = steps,
-    about 2 steps for Heun) or by "dopri5" to rtol / atol (the step count is ignored; info has its
-    accepted and rejected steps). With `denoise`, the end at t = 0 is Tweedie's x0_hat from the last
-    time before it. Deterministic: the same x gives the same samples (dopri5: up to its tolerance, since
-    its step sizes depend on the whole batch)."""
+    about 2 steps for Heun) or by "dopri5" to rtol / atol (only rtol / atol apply to it; it picks its own
+    steps between the grid's ends, and info has its accepted and rejected steps and their times). With
+    `denoise`, the end at t = 0 is Tweedie's x0_hat from the last time before it. Deterministic: the same x
+    gives the same samples (dopri5: up to its tolerance, since its step sizes depend on the whole batch).
+    The ODE has no noise to draw, so a model with a learned variance runs on its mean prediction."""
     if method not in METHODS:
         raise UserError(f"unknown ODE method {method!r}; expected one of {METHODS}")
     if rtol <= 0 or atol <= 0:
@@ -163,4 +190,4 @@ def ode(
         return run_table(denoiser, x, steps, generator, callback, model_kwargs, progress)
     if method == "heun":
         return heun(denoiser, x, times, denoise, callback, model_kwargs, progress)
-    return dopri5(denoiser, x, times, rtol, atol, denoise, model_kwargs)
+    return dopri5(denoiser, x, times, rtol, atol, denoise, callback, model_kwargs, progress)

@@ -4,25 +4,60 @@
             progress=False, **options) -> (samples, info)
 
 where x is the starting state at times[0] = 1 and times descends to 0. info holds at least
-"nfe" (network evaluations used) and "steps"."""
+"nfe" (network evaluations used) and "steps".
+
+An option that has no effect with the other options as given is an error, not a no-op: a sampler
+registers, for each option that applies only in some configurations, a `Rule` saying when it applies,
+and every call (through `fokker.sample` or directly) checks the options it was given explicitly."""
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable
+from typing import NamedTuple
 
 from fokker.errors import UserError
 
 SAMPLERS: dict[str, Callable] = {}
 COMMON = {"generator", "callback", "model_kwargs", "progress"}
+GRID = ("steps", "spacing")  # the time grid's options (of fokker.sample), which a Rule may also name
 
 
-def register(name: str) -> Callable[[Callable], Callable]:
-    """Register a sampler under `name` (the name `fokker.sample` and the CLI use)."""
+class Rule(NamedTuple):
+    """When an option has an effect: `applies(options)` on the sampler's options resolved to their
+    defaults; `condition` says it in words, `depends` names the options it looks at (for the message)."""
+
+    condition: str
+    applies: Callable[[dict], bool]
+    depends: tuple[str, ...]
+
+
+def when(option: str, *values: object) -> Rule:
+    """The Rule "`option` is one of `values`"."""
+    shown = " or ".join(str(v) for v in values)
+    return Rule(f"{option} is {shown}", lambda o: o[option] in values, (option,))
+
+
+RULES: dict[str, dict[str, Rule]] = {}
+
+
+def register(name: str, only_when: dict[str, Rule] | None = None) -> Callable[[Callable], Callable]:
+    """Register a sampler under `name` (the name `fokker.sample` and the CLI use). `only_when` maps each
+    option that has an effect only in some configurations to its Rule; the registered function refuses
+    such an option, given explicitly, where it has none. An option given as None is not given: it takes
+    its default."""
 
     def add(fn: Callable) -> Callable:
-        SAMPLERS[name] = fn
-        return fn
+        @functools.wraps(fn)
+        def checked(denoiser, x, times, **options):
+            options = {k: v for k, v in options.items() if v is not None}
+            check_options(name, {k: v for k, v in options.items() if k not in COMMON})
+            return fn(denoiser, x, times, **options)
+
+        RULES[name] = dict(only_when or {})
+        SAMPLERS[name] = checked
+        return checked
 
     return add
 
@@ -40,9 +75,32 @@ def sampler_options(name: str) -> dict[str, object]:
     return {p.name: p.default for p in params if p.kind is p.KEYWORD_ONLY and p.name not in COMMON}
 
 
-def check_options(name: str, options: dict) -> None:
-    """Raise a UserError naming any option the sampler does not take."""
+def ineffective(name: str, options: dict) -> dict[str, str]:
+    """The options in `options` (those not None) that have no effect on sampler `name` with the others as
+    given, each with the reason: the condition under which it would, and the values it depends on."""
+    rules = RULES.get(name, {})
+    values = {**sampler_options(name), **{k: v for k, v in options.items() if v is not None}}
+    out = {}
+    for key, value in options.items():
+        rule = rules.get(key)
+        if value is not None and rule is not None and not rule.applies(values):
+            here = ", ".join(f"{d}={values[d]!r}" for d in rule.depends)
+            out[key] = f"it applies only when {rule.condition} (here {here})"
+    return out
+
+
+def check_options(name: str, options: dict, grid: dict | None = None) -> None:
+    """Raise a UserError naming any option the sampler does not take, or one given where it has no effect;
+    `grid` holds the time grid's "steps" / "spacing" where the caller chose them explicitly."""
     known = sampler_options(name)
     for key in options:
         if key not in known:
             raise UserError(f"sampler {name!r} has no option {key!r}; its options: {sorted(known) or 'none'}")
+    chosen = {k: v for k, v in (grid or {}).items() if k in GRID}
+    for key, reason in ineffective(name, {**options, **chosen}).items():
+        raise UserError(f"sampler {name!r}: option {key!r} has no effect here; {reason}")
+
+
+def uses_grid(name: str, options: dict) -> bool:
+    """Whether sampler `name` with `options` steps on the time grid (an adaptive solver does not)."""
+    return "steps" not in ineffective(name, {**options, "steps": 1})

@@ -14,13 +14,23 @@ import torch
 from fokker.denoiser import Denoiser
 from fokker.errors import UserError
 from fokker.processes import Process
-from fokker.samplers.ddpm import ancestral_coefficients
+from fokker.samplers.ddpm import ancestral_coefficients, ancestral_variance
 from fokker.samplers.langevin import langevin_step, snr_step
 from fokker.samplers.noise import Generators, randn
-from fokker.samplers.registry import register
+from fokker.samplers.registry import Rule, register, when
 from fokker.samplers.steps import Coefficients, Step, run_table, step_table
 
 CORRECTORS = ("langevin", "none")
+# pc's options that apply only with the ancestral predictor or with the Langevin corrector
+PC_RULES = {
+    "variance": when("predictor", "ancestral"),
+    "corrector_steps": when("corrector", "langevin"),
+    "snr": Rule(
+        "corrector is langevin and corrector_steps >= 1",
+        lambda o: o["corrector"] == "langevin" and o["corrector_steps"] >= 1,
+        ("corrector", "corrector_steps"),
+    ),
+}
 
 
 def euler_maruyama_coefficients(process: Process, t: torch.Tensor, s: torch.Tensor):
@@ -41,11 +51,11 @@ def reverse_diffusion_coefficients(process: Process, t: torch.Tensor, s: torch.T
     return (2 - a) * process.alpha(t), (2 - a) * sigma_t - v / sigma_t, v.sqrt()
 
 
-def predictor_coefficients(predictor: str, variance: str) -> Coefficients:
+def predictor_coefficients(predictor: str, variance: str | None = None) -> Coefficients:
     """The step of the named predictor: "reverse_diffusion", "euler_maruyama" or "ancestral" (DDPM's
-    posterior step, Song et al. 2021, app. F, with the given variance)."""
+    posterior step, Song et al. 2021, app. F, with the given fixed variance)."""
     if predictor == "ancestral":
-        return ancestral_coefficients(variance)
+        return ancestral_coefficients(variance or "beta_tilde")
     table = {"reverse_diffusion": reverse_diffusion_coefficients, "euler_maruyama": euler_maruyama_coefficients}
     if predictor not in table:
         raise UserError(f"unknown predictor {predictor!r}; expected one of {sorted([*table, 'ancestral'])}")
@@ -82,12 +92,14 @@ def euler_maruyama(
     progress: bool = False,
 ) -> tuple[torch.Tensor, dict]:
     """Euler-Maruyama on the reverse SDE (Song et al. 2021, eq. 6). With `denoise` the step onto t = 0
-    returns x0_hat (Tweedie) instead of an Euler-Maruyama step."""
+    returns x0_hat (Tweedie) instead of an Euler-Maruyama step. The SDE's own noise g sqrt(dt) is the
+    step's: a learned reverse variance (a DDPM posterior's) has no role here, so such a model samples
+    by its mean prediction (eps_hat), as every model does."""
     steps = step_table(denoiser, x, times, euler_maruyama_coefficients, denoise)
     return run_table(denoiser, x, steps, generator, callback, model_kwargs, progress)
 
 
-@register("pc")
+@register("pc", only_when=PC_RULES)
 def pc(
     denoiser: Denoiser,
     x: torch.Tensor,
@@ -97,7 +109,7 @@ def pc(
     corrector: str = "langevin",
     snr: float = 0.16,
     corrector_steps: int = 1,
-    variance: str = "beta_tilde",
+    variance: str | None = None,
     denoise: bool = True,
     generator: Generators = None,
     callback: Callable | None = None,
@@ -106,13 +118,23 @@ def pc(
 ) -> tuple[torch.Tensor, dict]:
     """Predictor-corrector sampling (Song et al. 2021, Alg. 1): at each grid time t, `corrector_steps`
     Langevin corrector updates at t (corrector "langevin"; "none" for the predictor alone), then one
-    predictor step to the next time. `variance` is the ancestral predictor's (beta_tilde or beta).
-    NFE = steps * (1 + corrector_steps)."""
+    predictor step to the next time. NFE = steps * (1 + corrector_steps).
+
+    `variance` is the ancestral predictor's, as ddpm's: beta_tilde, beta or learned (Nichol & Dhariwal
+    2021, eq. 15; the default for a model with a learned variance, else beta_tilde). The other
+    predictors' noise is the reverse SDE's own, so a learned-variance model runs them on its mean
+    prediction. `variance` without the ancestral predictor, and `snr` / `corrector_steps` without the
+    corrector, have no effect and are refused (see PC_RULES)."""
     if corrector not in CORRECTORS:
         raise UserError(f"unknown corrector {corrector!r}; expected one of {CORRECTORS}")
     if snr <= 0 or corrector_steps < 0:
         raise UserError(f"pc needs snr > 0 and corrector_steps >= 0, got {snr} and {corrector_steps}")
-    steps = step_table(denoiser, x, times, predictor_coefficients(predictor, variance), denoise)
+    learned = False
+    if predictor == "ancestral":
+        variance = ancestral_variance(denoiser, variance)
+        learned = variance == "learned"
+    coefficients = predictor_coefficients(predictor, "beta_tilde" if learned else variance)
+    steps = step_table(denoiser, x, times, coefficients, denoise, learned_variance=learned)
     before = None
     if corrector == "langevin" and corrector_steps > 0:
         before = langevin_corrector(denoiser, snr, corrector_steps, generator, model_kwargs or {})
