@@ -45,8 +45,9 @@ def sample(
     **options,
 ) -> tuple[torch.Tensor, dict]:
     """Draw samples with the sampler registered as `sampler`, on `steps` steps of the named spacing.
-    Starts from x_T if given, else from the process prior of `shape`. Returns (samples, info);
-    info["nfe"] is the number of network evaluations used."""
+    Starts from x_T if given, else from the process prior of `shape`. `model_kwargs` go to the network at
+    every evaluation, e.g. {"y": labels} (one class per sample) for a class-conditional model. Returns
+    (samples, info); info["nfe"] is the number of network evaluations used."""
     fn = get_sampler(sampler)
     own = {k: v for k, v in options.items() if k not in ("callback", "model_kwargs", "progress")}
     check_options(sampler, own)
