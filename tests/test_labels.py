@@ -366,6 +366,7 @@ CLASS_ERRORS = [
     ("cond", ["--class", "-1"], "--class -1 is out of range; this model has 8 classes: 0..7"),
     ("cond", ["--class", "2", "9"], "--class 9 is out of range; this model has 8 classes: 0..7"),
     ("cond", ["--class", "three"], "bad --class 'three'; expected class numbers in 0..7, or all alone"),
+    ("cond", ["--class", "²"], "bad --class '²'; expected class numbers in 0..7, or all alone"),
     ("cond", ["--class", "all", "3"], "bad --class 'all'; expected class numbers in 0..7, or all alone"),
     ("cond", ["--class", "2", "2"], "--class lists 2 twice"),
     ("p0", [], "this model was trained with train.p_uncond=0, so it cannot sample without a class; give --class"),

@@ -7,6 +7,7 @@ learns both p(x | y) and p(x) (Ho & Salimans 2022, Algorithm 1), and sampling wi
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import torch
@@ -86,7 +87,7 @@ def batch_kwargs(
 
 def picture_labels(config: dict, num: int, device: torch.device | str = "cpu") -> torch.Tensor | None:
     """The classes of the pictures drawn during training: i % K for picture i on a conditional model with K
-    classes (a grid K wide has one class per column), None on an unconditional one."""
+    classes (fokker.viz.save_picture draws them one row or one colour per class), None on an unconditional one."""
     if not is_conditional(config):
         return None
     return torch.arange(num, device=device) % config["model"]["network"]["num_classes"]
@@ -113,7 +114,7 @@ def parse_classes(spec: Sequence[str] | None, config: dict) -> list[int] | None:
         return list(range(k))
     classes = []
     for item in spec:
-        if not item.lstrip("-").isdigit():
+        if not re.fullmatch(r"-?[0-9]+", item):
             raise UserError(f"bad --class {item!r}; expected class numbers in 0..{k - 1}, or all alone")
         if not 0 <= int(item) < k:
             raise UserError(f"--class {item} is out of range; this model has {k} classes: 0..{k - 1}")
