@@ -16,6 +16,7 @@ def test_there_are_howtos():
         "evaluate.md",
         "score-based.md",
         "likelihood.md",
+        "conditional.md",
     }
     assert {p.name for p in DOCS} >= expected
 

@@ -64,6 +64,8 @@ TINY_UNET = [
 RESUME_CASES = {
     "toy-mlp": ("toy", TINY_MLP, 20),
     "digits-unet": ("digits", TINY_UNET, 4),
+    # class-conditional: the labels and their dropout (train.p_uncond) draw from the trainer's generator
+    "toy-conditional": ("toy", [*TINY_MLP, "data.name=8gaussians", "model.conditional=true", "train.p_uncond=0.3"], 20),
     # learned variance, L_vlb with the loss-aware importance sampler of t (warm after 4 steps at T = 20)
     "toy-vlb-importance": (
         "toy",

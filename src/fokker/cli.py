@@ -32,7 +32,9 @@ SAMPLE_EXAMPLE = """examples:
   fokker sample --checkpoint runs/mnist --sampler pc --predictor reverse_diffusion --corrector langevin --snr 0.16
   fokker sample --checkpoint runs/mnist --sampler ode --method dopri5 --rtol 1e-5 --out ode.png
   fokker sample --checkpoint runs/ncsn --sampler annealed_langevin --steps 10 --steps-per-level 100
-  fokker sample --checkpoint runs/moons/model.safetensors --num 2000 --out moons.png"""
+  fokker sample --checkpoint runs/moons/model.safetensors --num 2000 --out moons.png
+  fokker sample --checkpoint runs/digits-cond --class 3 --num 16 --out threes.png   (a conditional model)
+  fokker sample --checkpoint runs/digits-cond --class all --num 8 --out grid.png    (one row per class)"""
 
 LIKELIHOOD_EXAMPLE = """examples:
   fokker likelihood --checkpoint runs/mnist --method vlb --num 500              (the bound on every step)
@@ -97,7 +99,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--checkpoint", required=True, help="a run folder or an exported .safetensors file")
     _sampling_options(s, SAMPLERS, SPACINGS, several=False)
-    s.add_argument("--num", type=int, default=64, help="number of samples (default: 64)")
+    s.add_argument("--num", type=int, default=64, help="number of samples, per class with --class (default: 64)")
+    s.add_argument(
+        "--class",
+        dest="classes",
+        nargs="+",
+        metavar="K",
+        help="a conditional model's class K, a list of classes, or all: --num samples of each, one row (one "
+        "colour) per class, sample j of every class from the same noise (default: no class, the null class)",
+    )
     s.add_argument("--out", default="samples.png", help="picture to write; the raw samples go to the same name .npz")
 
     e = sub.add_parser(
@@ -270,6 +280,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
     from fokker.config import sample_options
     from fokker.data import load_dataset, to_uint8_images
+    from fokker.labels import class_grid, parse_classes
     from fokker.model import load_model
     from fokker.samplers import check_options, sample_seeded, uses_grid
     from fokker.train import make_accelerator
@@ -285,6 +296,11 @@ def cmd_sample(args: argparse.Namespace) -> int:
         check_options(args.sampler, options, grid)
     device = make_accelerator(args.device, "no").device
     denoiser, config = load_model(args.checkpoint, device)
+    classes = parse_classes(args.classes, config)
+    num, labels, kw = args.num, None, {}
+    if classes is not None:  # --num of each class, class by class, with the noise of unconditional sample j
+        labels, ids = class_grid(classes, args.num)
+        num, kw = len(labels), {"model_kwargs": {"y": labels}, "noise_ids": ids}
     for key in ("sampler", "steps", "spacing"):
         if getattr(args, key) is None:
             setattr(args, key, config["sample"][key])
@@ -292,16 +308,18 @@ def cmd_sample(args: argparse.Namespace) -> int:
     check_options(args.sampler, options, grid)
     start = time.time()
     samples, info = sample_seeded(
-        denoiser, args.sampler, args.steps, config["data"]["shape"], args.num, seed=args.seed, spacing=args.spacing,
-        batch_size=args.batch_size, device=device, progress=not args.no_progress, **options,
+        denoiser, args.sampler, args.steps, config["data"]["shape"], num, seed=args.seed, spacing=args.spacing,
+        batch_size=args.batch_size, device=device, progress=not args.no_progress, **kw, **options,
     )  # fmt: skip
     nfe = info["nfe"]
     reference = None
     if samples.dim() == 2:
         reference = load_dataset(config["data"]["name"], num_points=5000, seed=config["train"]["seed"]).data
     out.parent.mkdir(parents=True, exist_ok=True)
-    save_picture(samples, out, reference=reference, title=f"{args.sampler}, {args.steps} steps")
+    save_picture(samples, out, reference=reference, title=f"{args.sampler}, {args.steps} steps", labels=labels)
     arrays = {"samples": samples.numpy()}
+    if labels is not None:
+        arrays["labels"] = labels.numpy()
     if samples.dim() == 4:
         arrays["images"] = to_uint8_images(samples)
     tmp = out.with_name(f".{out.stem}.tmp.npz")
@@ -310,7 +328,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
     grid_used = uses_grid(args.sampler, options)
     how = f"{args.steps} steps, {args.spacing} spacing" if grid_used else f"{info['steps']} adaptive steps"
     print(
-        f"sampled {args.num} with {args.sampler} ({how}) in "
+        f"sampled {num}{'' if classes is None else f' ({args.num} of each of classes {classes})'} with "
+        f"{args.sampler} ({how}) in "
         f"{time.time() - start:.1f} s; NFE {nfe} per sample; wrote {out} and {out.with_suffix('.npz')}"
     )
     return 0

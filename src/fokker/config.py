@@ -27,6 +27,7 @@ DEFAULTS: dict[str, Any] = {
         "prediction": "eps",
         "conditioning": "time",
         "variance": "fixed",
+        "conditional": False,
         "clip": None,
         "network": {"type": "mlp"},
     },
@@ -40,6 +41,7 @@ DEFAULTS: dict[str, Any] = {
         "loss": "simple",
         "weighting": "sigma2",
         "hybrid_weight": 0.001,
+        "p_uncond": None,
         "time_sampler": "uniform",
         "loss_target": None,
         "steps": 2000,
@@ -173,6 +175,9 @@ def validate(config: dict) -> None:
     if t["mixed_precision"] not in ("no", "fp16", "bf16"):
         raise UserError(f"bad value for train.mixed_precision: {t['mixed_precision']!r}; expected no, fp16 or bf16")
     _check_sample_options(config["sample"])
+    from fokker.labels import check_conditional
+
+    check_conditional(config)
 
 
 def _check_bound_loss(process: dict, loss: str, others: list[str]) -> None:

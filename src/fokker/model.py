@@ -12,6 +12,7 @@ from fokker.checkpoint import load_strict, read_weights
 from fokker.data import Dataset
 from fokker.denoiser import Denoiser
 from fokker.errors import UserError
+from fokker.labels import resolve_classes
 from fokker.nets import build_network
 from fokker.processes import Process, process_from_config
 from fokker.samplers.ode import smallest_time
@@ -20,13 +21,15 @@ EMBEDDING_RANGE = 1000.0  # the largest |time_scale * c| over the training times
 
 
 def resolve_config(config: dict, dataset: Dataset) -> dict:
-    """Fill in what the data decides (its shape, its classes, the network's input size and the x0 range) and the
+    """Fill in what the data decides: its shape, its classes (and, for a conditional model, the network's
+    num_classes and train.p_uncond: fokker.labels), the network's input size and the x0 range; and the
     network's time_scale for the conditioning (`embedding_time_scale`)."""
     config = copy.deepcopy(config)
     _fill_time_scale(config)  # first: it tells a fresh config from a resolved one by data.shape
     config["data"]["shape"] = list(dataset.shape)
     config["data"]["num_classes"] = dataset.num_classes
     config["data"]["levels"] = dataset.levels
+    resolve_classes(config, dataset.num_classes, dataset.name)
     net = config["model"]["network"]
     outputs = 2 if config["model"].get("variance") == "learned" else 1  # the prediction, and v
     if net.get("type") == "unet":

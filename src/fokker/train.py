@@ -21,6 +21,7 @@ from fokker.data import dataset_for
 from fokker.denoiser import Denoiser
 from fokker.ema import EMA
 from fokker.errors import UserError
+from fokker.labels import batch_kwargs, is_conditional, picture_labels
 from fokker.losses import training_loss
 from fokker.model import build_model, denoiser_for, resolve_config
 from fokker.samplers import sample
@@ -111,6 +112,7 @@ def train(
     model, optimizer = acc.prepare(network, optimizer)
     denoiser = denoiser_for(model, config)
     data = dataset.data.to(acc.device)
+    labels = dataset.labels.to(acc.device) if is_conditional(config) else None
     loss_fn = training_loss(
         tc["loss"], tc["weighting"], tc["loss_target"], config["data"]["levels"], tc["hybrid_weight"]
     )
@@ -125,6 +127,7 @@ def train(
     fixed_noise = torch.randn(
         (config["sample"]["num"], *dataset.shape), generator=torch.Generator().manual_seed(tc["seed"])
     )
+    fixed_labels = picture_labels(config, len(fixed_noise))
 
     def save() -> None:
         rng = {"torch": torch.get_rng_state(), "gen": gen.get_state()}
@@ -155,6 +158,7 @@ def train(
                 out / "samples" / f"step_{step:08d}.png",
                 reference=dataset.data[:5000] if not dataset.is_image else None,
                 title=f"step {step}",
+                labels=fixed_labels,
             )
         acc.wait_for_everyone()
 
@@ -171,12 +175,13 @@ def train(
     model.train()
     while not done(step, elapsed, tc, acc):
         idx = torch.randint(0, len(data), (tc["batch_size"],), generator=gen, device=acc.device)
+        kw = batch_kwargs(config, labels, idx, gen)  # the batch's labels, some dropped to the null class
         with acc.autocast():
             if times is None:
-                loss = loss_fn(denoiser, data[idx], generator=gen).mean()
+                loss = loss_fn(denoiser, data[idx], generator=gen, model_kwargs=kw).mean()
             else:  # importance-sampled t, each loss reweighted by 1 / (T p_t); every process records all
                 t, weights = times.sample(len(idx), gen, acc.device)
-                per_example = loss_fn(denoiser, data[idx], t=t, generator=gen)
+                per_example = loss_fn(denoiser, data[idx], t=t, generator=gen, model_kwargs=kw)
                 loss = (per_example * weights).mean()
                 times.update(*(gather(v.detach()) for v in (t, per_example)))
         optimizer.zero_grad(set_to_none=True)
@@ -235,14 +240,19 @@ def done(step: int, elapsed: float, tc: dict, acc: Accelerator) -> bool:
 
 @torch.no_grad()
 def sample_pictures(denoiser: Denoiser, config: dict, x_T: torch.Tensor) -> torch.Tensor:
-    """Samples from fixed noise with the config's sampler, for the pictures written during training."""
+    """Samples from fixed noise with the config's sampler, for the pictures written during training; on a
+    conditional model picture i is of class i % K (fokker.labels.picture_labels)."""
     s = config["sample"]
     # a stochastic sampler's noise comes from its own generator: fixed from picture to picture, and the
     # global RNG (dropout), saved in checkpoints for exact resume, is left alone
     gen = torch.Generator(x_T.device).manual_seed(config["train"]["seed"])
     x_T = x_T * denoiser.process.prior_std
     options = sample_options(config, s["sampler"])
-    x, _ = sample(denoiser, s["sampler"], s["steps"], x_T=x_T, spacing=s["spacing"], generator=gen, **options)
+    y = picture_labels(config, len(x_T), x_T.device)
+    kw = None if y is None else {"y": y}
+    x, _ = sample(
+        denoiser, s["sampler"], s["steps"], x_T=x_T, spacing=s["spacing"], generator=gen, model_kwargs=kw, **options
+    )
     return x
 
 

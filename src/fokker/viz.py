@@ -28,13 +28,30 @@ def image_grid(x: torch.Tensor, nrow: int | None = None, pad: int = 2) -> Image.
     return img.resize((img.width * scale, img.height * scale), Image.NEAREST) if scale > 1 else img
 
 
-def scatter_plot(x: torch.Tensor, reference: torch.Tensor | None = None, title: str = "") -> Image.Image:
-    """A 2-D scatter of samples over the reference data (grey), as a Pillow image."""
+def class_rows(x: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """(images, nrow) for `image_grid` with one row per class, in the order the classes first appear in
+    `labels`; a class with fewer images than the longest row is padded with white (+1) images."""
+    classes = list(dict.fromkeys(labels.tolist()))
+    rows = [x[labels.cpu() == k] for k in classes]
+    nrow = max(len(r) for r in rows)
+    blank = torch.ones_like(x[:1])
+    return torch.cat([torch.cat([r, blank.expand(nrow - len(r), *x.shape[1:])]) for r in rows]), nrow
+
+
+def scatter_plot(
+    x: torch.Tensor, reference: torch.Tensor | None = None, title: str = "", labels: torch.Tensor | None = None
+) -> Image.Image:
+    """A 2-D scatter of samples over the reference data (grey), as a Pillow image; with `labels`, the
+    samples of each class in a colour of their own."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(4, 4), dpi=100)
     if reference is not None:
         ax.scatter(*reference[:, :2].T.cpu().numpy(), s=1, c="0.75", label="data")
-    ax.scatter(*x[:, :2].T.float().cpu().numpy(), s=1, c="tab:blue", label="samples")
+    if labels is None:
+        ax.scatter(*x[:, :2].T.float().cpu().numpy(), s=1, c="tab:blue", label="samples")
+    else:
+        for k in dict.fromkeys(labels.tolist()):
+            ax.scatter(*x[labels.cpu() == k, :2].T.float().cpu().numpy(), s=1, c=f"C{k % 10}", label=f"class {k}")
     ax.set_xlim(-1.3, 1.3), ax.set_ylim(-1.3, 1.3), ax.set_aspect("equal"), ax.set_title(title)
     ax.legend(loc="upper right", markerscale=6, fontsize=7)
     fig.tight_layout()
@@ -44,9 +61,19 @@ def scatter_plot(x: torch.Tensor, reference: torch.Tensor | None = None, title: 
     return img
 
 
-def save_picture(x: torch.Tensor, path: str | Path, reference: torch.Tensor | None = None, title: str = "") -> None:
-    """Save samples as a PNG, a grid for images or a scatter plot for 2-D points; written atomically."""
-    img = image_grid(x) if x.dim() == 4 else scatter_plot(x, reference, title)
+def save_picture(
+    x: torch.Tensor,
+    path: str | Path,
+    reference: torch.Tensor | None = None,
+    title: str = "",
+    labels: torch.Tensor | None = None,
+) -> None:
+    """Save samples as a PNG, a grid for images or a scatter plot for 2-D points; written atomically.
+    With the samples' class `labels`, the grid has one row per class and the scatter one colour per class."""
+    if x.dim() != 4:
+        img = scatter_plot(x, reference, title, labels)
+    else:
+        img = image_grid(*class_rows(x, labels)) if labels is not None else image_grid(x)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")

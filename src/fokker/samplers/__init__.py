@@ -62,9 +62,10 @@ def sample(
     **options,
 ) -> tuple[torch.Tensor, dict]:
     """Draw samples with the sampler registered as `sampler`, on `steps` steps of the named spacing.
-    Starts from x_T if given, else from the process prior of `shape`. Returns (samples, info);
-    info["nfe"] is the number of network evaluations used, info["times"] the times stepped through (the
-    grid; an adaptive solver's own times)."""
+    Starts from x_T if given, else from the process prior of `shape`. `model_kwargs` go to the network at
+    every evaluation, e.g. {"y": labels} (one class per sample) for a class-conditional model. Returns
+    (samples, info); info["nfe"] is the number of network evaluations used, info["times"] the times stepped
+    through (the grid; an adaptive solver's own times)."""
     fn = get_sampler(sampler)
     own = {k: v for k, v in options.items() if k not in ("callback", "model_kwargs", "progress")}
     check_options(sampler, own)
@@ -89,19 +90,33 @@ def sample_seeded(
     batch_size: int = 256,
     device: torch.device | str = "cpu",
     progress: bool = False,
+    model_kwargs: dict | None = None,
+    noise_ids: Sequence[int] | torch.Tensor | None = None,
     **options,
 ) -> tuple[torch.Tensor, dict]:
     """`num` samples of `shape` in batches, sample i drawn from its own generator seeded with
-    seed_for(seed, i), so the result does not depend on `batch_size`. Returns (float32 samples on the CPU,
-    info of the last batch)."""
+    seed_for(seed, noise_ids[i]) (noise id i by default), so the result does not depend on `batch_size`.
+    Every tensor in `model_kwargs` holds one row per sample (e.g. "y": the class of each sample) and is
+    sliced with the batches; other values go to every batch as they are. Returns (float32 samples on the
+    CPU, info of the last batch)."""
     fn = get_sampler(sampler)
     check_options(sampler, options)
+    ids = list(range(num)) if noise_ids is None else [int(i) for i in noise_ids]
+    if len(ids) != num:
+        raise ValueError(f"got {len(ids)} noise ids for {num} samples")
+    for key, value in (model_kwargs or {}).items():
+        if isinstance(value, torch.Tensor) and (value.dim() == 0 or len(value) != num):
+            raise ValueError(
+                f"model_kwargs[{key!r}] has shape {tuple(value.shape)}; expected {num} rows, one per sample"
+            )
     times = time_grid(denoiser.process, steps, spacing)
     chunks, info = [], {}
     starts = range(0, num, batch_size)
     for lo in tqdm(starts, desc="sampling", unit="batch", disable=not progress or len(starts) == 1):
-        gens = [torch.Generator(device).manual_seed(seed_for(seed, i)) for i in range(lo, min(lo + batch_size, num))]
+        hi = min(lo + batch_size, num)
+        gens = [torch.Generator(device).manual_seed(seed_for(seed, i)) for i in ids[lo:hi]]
         x_T = denoiser.process.prior_std * randn((len(gens), *shape), gens, device=device)
-        x, info = fn(denoiser, x_T, times, generator=gens, progress=progress, **options)
+        kw = {k: v[lo:hi].to(device) if isinstance(v, torch.Tensor) else v for k, v in (model_kwargs or {}).items()}
+        x, info = fn(denoiser, x_T, times, generator=gens, progress=progress, model_kwargs=kw, **options)
         chunks.append(x.float().cpu())
     return torch.cat(chunks), {"times": times, **info, "sampler": sampler}
