@@ -52,7 +52,8 @@ def test_train_resume_sample_on_toy_data(tmp_path):
         cwd=tmp_path,
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
-    assert r.stdout.startswith("trained 300 steps") and "run/model.safetensors" in r.stdout
+    assert r.stdout.startswith("training on 1 process (cpu), from step 0 into run\ntrained 300 steps")
+    assert "run/model.safetensors" in r.stdout
     run = tmp_path / "run"
     assert (run / "latest").read_text() == "step_00000300\n"
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step_00000200", "step_00000300"]
@@ -71,7 +72,7 @@ def test_train_resume_sample_on_toy_data(tmp_path):
     (run / "latest").write_text("step_00000200\n")
     r = fokker("train", "--out", "run", "--resume", "--steps", "400", "--no-progress", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    assert r.stdout.startswith("trained 400 steps")
+    assert r.stdout.startswith("training on 1 process (cpu), from step 200 into run\ntrained 400 steps")
     assert logged_steps(run) == [50, 100, 150, 200, 250, 300, 350, 400]
     assert (run / "latest").read_text() == "step_00000400\n"
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step_00000300", "step_00000400"]
@@ -234,7 +235,8 @@ def test_dry_run_prints_the_resolved_config(tmp_path):
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory) -> Path:
-    """A folder with a trained run, a previous sample picture, an empty and a corrupt image folder."""
+    """A folder with a trained run, a previous sample picture, an empty and a corrupt image folder, and a
+    folder named folder.png."""
     root = tmp_path_factory.mktemp("cli_errors")
     n = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -244,6 +246,7 @@ def world(tmp_path_factory) -> Path:
     (root / "grid.png").write_bytes(b"a picture from before")
     (root / "grid.npz").write_bytes(b"samples from before")
     (root / "empty").mkdir()
+    (root / "folder.png").mkdir()
     (root / "corrupt" / "cats").mkdir(parents=True)
     Image.new("L", (8, 8), 128).save(root / "corrupt" / "cats" / "good.png")
     (root / "corrupt" / "cats" / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n this is not a picture")
@@ -268,6 +271,23 @@ ERRORS = [
     pytest.param(["train", "--out", "new_run", "--device", "cuda"], "no CUDA device is available", marks=NO_CUDA),
     (["train", "--out", "new_run", "--device", "gpu"], "bad --device 'gpu'; expected auto, cpu, cuda or mps"),
     (["train", "--out", "new_run", "--resume"], "cannot resume: new_run holds no run (no config.yaml)"),
+    # harmful values, refused before any training (and any file)
+    (["train", "--out", "new_run", "train.lr=.inf"], "bad value for train.lr: inf; expected a finite number"),
+    (["train", "--out", "new_run", "train.ema_decay=.nan"], "bad value for train.ema_decay: nan; expected a finite"),
+    (["train", "--out", "new_run", "train.grad_clip=-1"], "bad value for train.grad_clip: -1; expected a positive"),
+    (["train", "--out", "new_run", "train.grad_clip=0"], "bad value for train.grad_clip: 0; expected a positive"),
+    (["train", "--out", "new_run", "train.weight_decay=-0.1"], "bad value for train.weight_decay: -0.1; expected"),
+    (["train", "--out", "new_run", "process.T=0"], "bad value for process.T: 0; expected a positive integer"),
+    (["train", "--out", "new_run", "process.T=-3"], "bad value for process.T: -3; expected a positive integer"),
+    (["train", "--out", "new_run", "model.network.hidden=-4"], "bad value for model.network.hidden: -4; expected"),
+    (["train", "--out", "new_run", "model.network.depth=0"], "bad value for model.network.depth: 0; expected a"),
+    (["train", "--out", "new_run", "sample.sampler=nope"], "sample.sampler: unknown sampler 'nope'; expected one"),
+    (["train", "--out", "new_run", "sample.steps=0"], "sample.steps: steps must be at least 1, got 0"),
+    (["train", "--out", "new_run", "sample.steps=1001"], "sample.steps: steps must be at most T = 1000"),
+    (["train", "--out", "new_run", "sample.spacing=cubic"], "sample.spacing: unknown spacing 'cubic'"),
+    (["train", "--out", "new_run", "sample.options={snr: 1}"], "sample.options: sampler 'ddim' has no option 'snr'"),
+    (["train", "--out", "new_run", "sample.num=0"], "bad value for sample.num: 0; expected a positive integer"),
+    (["train", "--out", "grid.png", "--steps", "5"], "cannot write --out grid.png: it is a file, not a folder"),
     # train: the existing run must stay as it is
     (["train", "--out", "run", "--steps", "5"], "run already holds a run; pass --resume to continue it"),
     (["train", "--out", "run", "--resume", "train.lr=1e-4"], "only --steps / --minutes may change"),
@@ -289,6 +309,9 @@ ERRORS = [
     (["sample", "--checkpoint", "run", "--num", "0"], "--num and --batch-size must be positive, got 0 and 256"),
     (["sample", "--checkpoint", "run", "--out", "grid.jpg"], "--out must name a .png file, got grid.jpg"),
     (["sample", "--checkpoint", "nowhere"], "no weights at nowhere; give a run folder"),
+    (["sample", "--checkpoint", "run", "--out", "folder.png"], "cannot write --out folder.png: it is a folder"),
+    (["sample", "--checkpoint", "run", "--out", "grid.png/x.png"], "cannot write --out grid.png/x.png: grid.png is"),
+    (["eval", "--checkpoint", "run", "--out", "grid.png"], "cannot write --out grid.png: it is a file, not a folder"),
     (["sample", "--checkpoint", "run/config.yaml"], "cannot read weights run/config.yaml: "),
     pytest.param(["sample", "--checkpoint", "run", "--device", "cuda"], "no CUDA device", marks=NO_CUDA),
     # likelihood and interpolate

@@ -270,6 +270,7 @@ def test_two_processes_write_one_consistent_run_and_resume_exactly(tmp_path):
     # resume under two processes (the CLI, through accelerate launch) == uninterrupted under two processes
     r = accelerate_launch("train", "--out", "run", "--resume", "--steps", "30", "--device", "cpu", cwd=tmp_path)
     assert "trained 30 steps" in r.stdout
+    assert "training on 2 processes (cpu), from step 20 into run" in r.stdout  # fokker says so
     accelerate_launch("train", "--out", "whole", "--steps", "30", "--device", "cpu", *overrides, cwd=tmp_path)
     resumed, whole = load_checkpoint(run), load_checkpoint(tmp_path / "whole")
     assert resumed["step"] == whole["step"] == 30

@@ -6,9 +6,10 @@ import argparse
 import math
 import sys
 import time
+import warnings
 from pathlib import Path
 
-from fokker.errors import UserError
+from fokker.errors import FokkerWarning, UserError
 
 TRAIN_EXAMPLE = """examples:
   fokker train --preset mnist --minutes 10 --out runs/mnist
@@ -264,9 +265,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     config_args = [a for a in given if a is not None and a != []]  # --seed 0 counts
     if args.resume and config_args:
         raise UserError("--resume continues a run with its own config; only --steps / --minutes may change")
-    result = train(
-        config, Path(args.out), resume=args.resume, device=args.device, budget=budget, progress=not args.no_progress
-    )
+    out = Path(args.out)
+    try:
+        result = train(
+            config, out, resume=args.resume, device=args.device, budget=budget, progress=not args.no_progress, log=print
+        )
+    except KeyboardInterrupt:
+        print(f"fokker train: interrupted; {_what_is_kept(out)}", file=sys.stderr)
+        return 130
     print(
         f"trained {result.step} steps in {result.elapsed / 60:.1f} min (last loss {result.loss:.4f}); "
         f"weights: {result.run / 'model.safetensors'}"
@@ -274,10 +280,20 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _what_is_kept(out: Path) -> str:
+    """What an interrupted run folder holds, and how to go on."""
+    latest = out / "latest"
+    if latest.exists():
+        name = latest.read_text(errors="replace").strip()
+        return f"{out} keeps checkpoint {name} (resume: fokker train --out {out} --resume)"
+    return f"{out} has no checkpoint yet (run the same command again, or --resume to start from step 0)"
+
+
 def cmd_sample(args: argparse.Namespace) -> int:
     """`fokker sample`: load a run's EMA weights, sample with per-image seeds, write a grid and .npz."""
     import numpy as np
 
+    from fokker.checkpoint import FileSet, check_writable
     from fokker.config import sample_options
     from fokker.data import load_dataset, to_uint8_images
     from fokker.labels import class_grid, parse_classes
@@ -291,6 +307,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.suffix.lower() != ".png":
         raise UserError(f"--out must name a .png file, got {out}")
+    check_writable(out, folder=False)
     options, grid = _sampler_options(args), _grid_options(args)
     if args.sampler is not None:
         check_options(args.sampler, options, grid)
@@ -315,16 +332,16 @@ def cmd_sample(args: argparse.Namespace) -> int:
     reference = None
     if samples.dim() == 2:
         reference = load_dataset(config["data"]["name"], num_points=5000, seed=config["train"]["seed"]).data
-    out.parent.mkdir(parents=True, exist_ok=True)
-    save_picture(samples, out, reference=reference, title=f"{args.sampler}, {args.steps} steps", labels=labels)
     arrays = {"samples": samples.numpy()}
     if labels is not None:
         arrays["labels"] = labels.numpy()
     if samples.dim() == 4:
         arrays["images"] = to_uint8_images(samples)
-    tmp = out.with_name(f".{out.stem}.tmp.npz")
-    np.savez_compressed(tmp, **arrays)
-    tmp.replace(out.with_suffix(".npz"))
+    npz = out.with_suffix(".npz").name
+    with FileSet(out.parent, marker=npz) as files:  # the pair: both new or both old (the .npz marks it whole)
+        title = f"{args.sampler}, {args.steps} steps"
+        save_picture(samples, files.path(out.name), reference=reference, title=title, labels=labels)
+        np.savez_compressed(files.path(npz), **arrays)
     grid_used = uses_grid(args.sampler, options)
     how = f"{args.steps} steps, {args.spacing} spacing" if grid_used else f"{info['steps']} adaptive steps"
     print(
@@ -337,6 +354,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     """`fokker eval`: sample with each sampler and step count, score, write metrics.json and report.md."""
+    from fokker.checkpoint import check_writable
     from fokker.evaluate import evaluate
     from fokker.model import weights_path
     from fokker.train import make_accelerator
@@ -345,6 +363,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise UserError(f"--num must be at least 2 and --batch-size positive, got {args.num} and {args.batch_size}")
     device = make_accelerator(args.device, "no").device
     out = Path(args.out) if args.out else weights_path(args.checkpoint).parent / "eval"
+    check_writable(out, folder=True)
     record = evaluate(
         args.checkpoint, args.sampler, args.steps, args.num, out, seed=args.seed, spacing=args.spacing,
         batch_size=args.batch_size, device=device, progress=not args.no_progress, options=_sampler_options(args),
@@ -470,17 +489,28 @@ COMMANDS = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run one command; a user's mistake prints one line and exits with status 2."""
+    """Run one command; a user's mistake (or the OS refusing a file) prints one line and exits with status 2;
+    fokker's warnings (something damaged and repaired) print one line each."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    try:
-        return COMMANDS[args.command](args)
-    except UserError as err:
-        print(f"fokker {args.command}: error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted; the latest checkpoint is intact", file=sys.stderr)
-        return 130
+    with warnings.catch_warnings():
+        default = warnings.showwarning
+
+        def show(message, category, *rest, **kwargs) -> None:
+            if issubclass(category, FokkerWarning):
+                print(f"fokker {args.command}: warning: {message}", file=sys.stderr)
+            else:
+                default(message, category, *rest, **kwargs)
+
+        warnings.showwarning = show
+        try:
+            return COMMANDS[args.command](args)
+        except (UserError, OSError) as err:  # OSError: a full disk, a folder made read-only meanwhile
+            print(f"fokker {args.command}: error: {err}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print(f"fokker {args.command}: interrupted", file=sys.stderr)
+            return 130
 
 
 if __name__ == "__main__":

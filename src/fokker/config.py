@@ -4,8 +4,11 @@ overridden by `section.key=value` strings, and turned into a network, a process 
 from __future__ import annotations
 
 import copy
+import math
 import re
+from collections.abc import Iterator
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -36,7 +39,7 @@ DEFAULTS: dict[str, Any] = {
         "lr": 1e-3,
         "weight_decay": 0.0,
         "warmup": 100,
-        "grad_clip": 1.0,
+        "grad_clip": 1.0,  # the largest gradient norm, or null: no clipping
         "ema_decay": 0.999,
         "loss": "simple",
         "weighting": "sigma2",
@@ -132,11 +135,35 @@ def require(value: Any, kind: type | tuple[type, ...], name: str, check: Any = N
         raise UserError(f"bad value for {name}: {value!r}; expected {expected or getattr(kind, '__name__', kind)}")
 
 
+def _numbers(node: Any, path: str = "") -> Iterator[tuple[str, float]]:
+    """Every float in a nested config, with its dotted path."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from _numbers(value, f"{path}{key}.")
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from _numbers(value, f"{path[:-1]}[{i}].")
+    elif isinstance(node, float):
+        yield path[:-1], node
+
+
 def validate(config: dict) -> None:
     """Check the values a user is most likely to get wrong, with one clear message each."""
+    for path, value in _numbers(config):
+        if not math.isfinite(value):
+            raise UserError(f"bad value for {path}: {value}; expected a finite number")
     t = config["train"]
     require(t["batch_size"], int, "train.batch_size", lambda v: v > 0, "a positive integer")
     require(t["lr"], (int, float), "train.lr", lambda v: v > 0, "a positive number")
+    require(t["weight_decay"], (int, float), "train.weight_decay", lambda v: v >= 0, "a non-negative number")
+    if t["grad_clip"] is not None:
+        require(
+            t["grad_clip"],
+            (int, float),
+            "train.grad_clip",
+            lambda v: v > 0,
+            "a positive number, or null for no clipping",
+        )
     require(t["warmup"], int, "train.warmup", lambda v: v >= 0, "a non-negative integer")
     require(t["ema_decay"], (int, float), "train.ema_decay", lambda v: 0 <= v < 1, "a number in [0, 1)")
     require(t["keep_last"], int, "train.keep_last", lambda v: v >= 1, "an integer >= 1")
@@ -167,6 +194,9 @@ def validate(config: dict) -> None:
             f"model.variance learned needs a loss that trains the variance ({' or '.join(BOUND_LOSSES)}); "
             f"train.loss {t['loss']} does not train v, the network's variance output: use model.variance=fixed"
         )
+    if config["process"].get("T") is not None:
+        T = config["process"]["T"]
+        require(T, int, "process.T", lambda v: v >= 1, "a positive integer, or null for continuous time")
     needs_grid = t["loss"] in BOUND_LOSSES or t["time_sampler"] == "importance"
     if needs_grid and config["process"].get("T") is None:
         raise UserError(f"train.loss {t['loss']} / time_sampler {t['time_sampler']} need a discrete process.T")
@@ -174,7 +204,7 @@ def validate(config: dict) -> None:
         _check_bound_loss(config["process"], t["loss"], [name for name in LOSSES if name not in BOUND_LOSSES])
     if t["mixed_precision"] not in ("no", "fp16", "bf16"):
         raise UserError(f"bad value for train.mixed_precision: {t['mixed_precision']!r}; expected no, fp16 or bf16")
-    _check_sample_options(config["sample"])
+    validate_sample(config)
     from fokker.labels import check_conditional
 
     check_conditional(config)
@@ -188,15 +218,56 @@ def _check_bound_loss(process: dict, loss: str, others: list[str]) -> None:
     check_bound_grid(process_from_config(process), f"train.loss {loss}", f"use {', '.join(others)}")
 
 
-def _check_sample_options(s: dict) -> None:
-    """sample.options must be options of sample.sampler that have an effect (fokker.samplers.check_options),
-    checked before training rather than at its first sample picture."""
-    from fokker.samplers import check_options
+def validate_sample(config: dict) -> None:
+    """The sample section (the pictures drawn during training), checked before training starts: the sampler,
+    its options, and the time grid of its steps and spacing on the config's process."""
+    from fokker.processes import process_from_config
+    from fokker.samplers import check_options, get_sampler, time_grid
 
+    s = config["sample"]
+    require(s["num"], int, "sample.num", lambda v: v > 0, "a positive integer")
+    require(s["steps"], int, "sample.steps", None, "an integer")
+    options = s.get("options") or {}
+    if not isinstance(options, dict):
+        raise UserError(f"bad value for sample.options: {options!r}; expected a mapping of the sampler's options")
+    process = process_from_config(config["process"])
+    for key, check in (
+        ("sampler", lambda: get_sampler(s["sampler"])),
+        ("options", lambda: check_options(s["sampler"], options)),
+        ("spacing", lambda: time_grid(process, 1, s["spacing"])),
+        ("steps", lambda: time_grid(process, s["steps"], s["spacing"])),
+    ):
+        try:
+            check()
+        except UserError as err:
+            raise UserError(f"sample.{key}: {err}") from None
+
+
+def read_run_config(path: Path) -> dict:
+    """A run's config.yaml, every section checked and keys a newer fokker added filled from DEFAULTS;
+    a damaged file (not UTF-8, empty, not YAML, not a mapping of the sections) is one clear UserError."""
     try:
-        check_options(s["sampler"], dict(s.get("options") or {}))
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        raise UserError(f"{path} is not UTF-8 text: the run's config is damaged") from None
+    try:
+        config = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        where = getattr(err, "problem_mark", None)
+        at = f" (line {where.line + 1})" if where is not None else ""
+        raise UserError(f"{path} is not valid YAML{at}: the run's config is damaged") from None
+    if config is None:
+        raise UserError(f"{path} is empty: the run's config is damaged")
+    if not isinstance(config, dict):
+        raise UserError(f"{path} does not hold a config (a YAML mapping): the run's config is damaged")
+    for section in DEFAULTS:
+        if not isinstance(config.get(section), dict):
+            raise UserError(f"{path}: section {section!r} is missing or not a mapping: the run's config is damaged")
+    try:  # the process is kept as written: its keys depend on its type
+        merged = {s: merge(DEFAULTS[s], config[s], f"{s}.") for s in DEFAULTS if s != "process"}
     except UserError as err:
-        raise UserError(f"sample.options: {err}") from None
+        raise UserError(f"{path}: {err}") from None
+    return {**config, **merged, "process": config["process"]}
 
 
 def sample_options(config: dict, sampler: str) -> dict:

@@ -1,6 +1,7 @@
 """`fokker eval`: sample a trained model with several samplers and step counts, score every sample set
 against data the model was trained on, and write metrics.json with a Markdown report a person can open:
-the sample grids, the training-loss curve and each metric against NFE."""
+the sample grids, the training-loss curve and each metric against NFE. The report and its metrics are
+one `FileSet`: metrics.json, written last, only ever sits beside the report and pictures of its own run."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from fokker.checkpoint import atomic_write_text
+from fokker.checkpoint import FileSet
 from fokker.config import sample_options
 from fokker.data import Dataset, analytic_target, dataset_for
 from fokker.errors import UserError
@@ -130,11 +131,11 @@ def evaluate(
         else {"dataset": classifier.dataset, "accuracy": classifier.accuracy, "num_test": classifier.num_test},
         "runs": runs,
     }
-    out.mkdir(parents=True, exist_ok=True)  # only now: a failure above leaves nothing behind
-    for picture, (samples, title) in shown.items():
-        save_picture(samples, out / picture, reference=reference.data, title=title)
-    atomic_write_text(out / "metrics.json", json.dumps(record, indent=2) + "\n")
-    _write_report(record, checkpoint, out)
+    with FileSet(out, marker="metrics.json") as files:  # only now: a failure above leaves nothing behind
+        for picture, (samples, title) in shown.items():
+            save_picture(samples, files.path(picture), reference=reference.data, title=title)
+        _write_report(record, checkpoint, files)
+        files.path("metrics.json").write_text(json.dumps(record, indent=2) + "\n")
     return record
 
 
@@ -159,8 +160,8 @@ def _check_effect(samplers: list[str], options: dict, grid: dict, config: dict) 
             raise UserError(f"option {key!r} has no effect on any of the samplers {samplers} ({why})")
 
 
-def _write_report(record: dict, checkpoint: str | Path, out: Path) -> None:
-    """report.md beside metrics.json, with loss.png and metrics_vs_nfe.png."""
+def _write_report(record: dict, checkpoint: str | Path, files: FileSet) -> None:
+    """report.md beside metrics.json, with loss.png and metrics_vs_nfe.png (into the set `files`)."""
     lines = [f"# Evaluation of `{checkpoint}`", ""]
     lines += [f"{record['num']} samples per setting (seed {record['seed']}, {record['spacing']} spacing) on "
               f"`{record['data']}`, scored against {record['reference']['size']} training examples."]  # fmt: skip
@@ -182,7 +183,7 @@ def _write_report(record: dict, checkpoint: str | Path, out: Path) -> None:
     lines += ["", "Lower is better for " + ", ".join(k for k in keys if PLOTTED[k]) + "; higher for "
               + (", ".join(k for k in keys if not PLOTTED[k]) or "none") + ". The last row scores held-out"
               " data the same way: the floor that finite samples alone allow.", ""]  # fmt: skip
-    metric_curves(record["runs"], keys, out / "metrics_vs_nfe.png", floor=record["floor"])
+    metric_curves(record["runs"], keys, files.path("metrics_vs_nfe.png"), floor=record["floor"])
     lines += ["![metrics against NFE](metrics_vs_nfe.png)", "", "## Samples", ""]
     for r in record["runs"]:
         lines += [
@@ -193,11 +194,11 @@ def _write_report(record: dict, checkpoint: str | Path, out: Path) -> None:
         ]
     lines += ["## Training loss", ""]
     log = _metrics_log(checkpoint)
-    if log is not None and training_curve(log, out / "loss.png"):
+    if log is not None and training_curve(log, files.path("loss.png")):
         lines += ["![training loss](loss.png)", ""]
     else:
         lines += ["No metrics.jsonl beside the weights: give the run folder to see the training curve.", ""]
-    atomic_write_text(out / "report.md", "\n".join(lines))
+    files.path("report.md").write_text("\n".join(lines))
 
 
 def _metrics_log(checkpoint: str | Path) -> Path | None:

@@ -1,22 +1,45 @@
 """The training loop: Accelerate (so `accelerate launch` / torchrun spread it over devices unchanged),
 AdamW with linear warm-up, gradient clipping, EMA with warm-up, a budget in steps or minutes,
-sample pictures from fixed noise, metrics.jsonl, atomic checkpoints and exact resume."""
+sample pictures from fixed noise, metrics.jsonl, atomic checkpoints and exact resume.
+
+Nothing is lost, whatever happens: one trainer at a time writes a run folder (its lock dies with it);
+a NaN / infinite loss or gradient stops the run before it reaches the weights, and non-finite weights
+are never saved; a run killed before its first checkpoint can be started again or resumed from step 0;
+model.safetensors is repaired on start when a kill left it behind `latest`; and workers whose launcher
+was killed stop instead of training on unwatched."""
 
 from __future__ import annotations
 
 import json
+import math
+import os
 import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import torch
-import yaml
 from accelerate import Accelerator
 from accelerate.utils import broadcast, gather
 from tqdm.auto import tqdm
 
-from fokker.checkpoint import atomic_write_text, export_weights, load_checkpoint, load_strict, save_checkpoint
-from fokker.config import sample_options, to_yaml, validate
+from fokker.checkpoint import (
+    atomic_write_text,
+    check_writable,
+    export_weights,
+    exported_step,
+    load_checkpoint,
+    load_strict,
+    lock_run,
+    metric_lines,
+    non_finite,
+    remove_temporaries,
+    save_checkpoint,
+    sign_lock,
+)
+from fokker.config import read_run_config, sample_options, to_yaml, validate
 from fokker.data import dataset_for
 from fokker.denoiser import Denoiser
 from fokker.ema import EMA
@@ -28,7 +51,9 @@ from fokker.samplers import sample
 from fokker.timesteps import LossAwareSampler
 from fokker.viz import save_picture
 
-RUN_FILES = ("config.yaml", "latest", "model.safetensors", "checkpoints")
+# what makes a folder a run that a fresh start must not overwrite: a checkpoint, exported weights (a folder
+# with only config.yaml, logs and pictures was stopped before its first checkpoint: it may start again)
+RUN_WORK = ("latest", "model.safetensors")
 
 
 @dataclass
@@ -58,15 +83,22 @@ def make_accelerator(device: str, mixed_precision: str) -> Accelerator:
 def prepare_run(config: dict, out: Path, resume: bool, budget: dict) -> dict:
     """The config to train with: a fresh one (refusing to overwrite a run) or the run's own on resume,
     with the budget keys (steps, minutes) in `budget` replacing the config's."""
+    check_writable(out, folder=True)
     if resume:
         if not (out / "config.yaml").exists():
             raise UserError(f"cannot resume: {out} holds no run (no config.yaml)")
-        config = yaml.safe_load((out / "config.yaml").read_text())
-    elif any((out / f).exists() for f in RUN_FILES):
-        raise UserError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
+        config = read_run_config(out / "config.yaml")
+    else:
+        check_fresh(out)
     config["train"].update(budget)
     validate(config)
     return config
+
+
+def check_fresh(out: Path) -> None:
+    """A fresh run must not overwrite one that holds work (RUN_WORK)."""
+    if any((out / f).exists() for f in RUN_WORK):
+        raise UserError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
 
 
 def train(
@@ -77,10 +109,25 @@ def train(
     device: str = "auto",
     budget: dict | None = None,
     progress: bool = True,
+    log: Callable[[str], None] | None = None,
 ) -> TrainResult:
-    """Train the model described by `config` into the run folder `out` (see fokker.checkpoint)."""
-    out = Path(out)
-    config = prepare_run(config, out, resume, budget or {})
+    """Train the model described by `config` into the run folder `out` (see fokker.checkpoint), holding its
+    lock throughout. `log` (print, for the CLI) is told how many processes train on which device."""
+    with ExitStack() as held:
+        return _train(config, Path(out), resume, device, budget or {}, progress, log, held)
+
+
+def _train(
+    config: dict,
+    out: Path,
+    resume: bool,
+    device: str,
+    budget: dict,
+    progress: bool,
+    log: Callable[[str], None] | None,
+    held: ExitStack,
+) -> TrainResult:
+    config = prepare_run(config, out, resume, budget)
     dataset = dataset_for(config)
     config = resolve_config(config, dataset)
     tc = config["train"]
@@ -94,7 +141,11 @@ def train(
     rank, world = acc.process_index, acc.num_processes
     torch.manual_seed(tc["seed"] + rank)
     gen = torch.Generator(device=acc.device).manual_seed(tc["seed"] + 7919 * rank)
+    lock = held.enter_context(run_lock(out, acc))
+    if not resume:
+        check_fresh(out)  # again, under the lock: another trainer may have saved in the meantime
     step, elapsed = 0, 0.0
+    resume = resume and (out / "latest").exists()  # stopped before its first checkpoint: from step 0
     if resume:
         state = load_checkpoint(out)
         load_strict(network, state["model"], out / "latest")
@@ -121,15 +172,23 @@ def train(
         times.load_state_dict(state["time_sampler"])
 
     if acc.is_main_process:
-        out.mkdir(parents=True, exist_ok=True)
+        sign_lock(lock)  # only now, past every check: a refused or failed start changes no file
+        remove_temporaries(out)
         atomic_write_text(out / "config.yaml", to_yaml(config))
         trim_metrics(out / "metrics.jsonl", step)
+        trim_pictures(out, step)
+        if resume:
+            repair_latest(out, step, ema.model.state_dict(), config)
+        if log is not None:
+            what = f"{world} process{'es' if world > 1 else ''} ({acc.device.type})"
+            log(f"training on {what}, from step {step} into {out}")
     fixed_noise = torch.randn(
         (config["sample"]["num"], *dataset.shape), generator=torch.Generator().manual_seed(tc["seed"])
     )
     fixed_labels = picture_labels(config, len(fixed_noise))
 
     def save() -> None:
+        check_weights(step, {"model": acc.unwrap_model(model), "ema": ema.model}, out)
         rng = {"torch": torch.get_rng_state(), "gen": gen.get_state()}
         if world > 1:
             rng = {k: gather(v.to(acc.device)[None]).cpu() for k, v in rng.items()}
@@ -147,7 +206,7 @@ def train(
             if times is not None:
                 parts["time_sampler"] = times.state_dict()
             save_checkpoint(out, step, parts, tc["keep_last"])
-            export_weights(out / "model.safetensors", ema.model.state_dict(), config)
+            export_weights(out / "model.safetensors", ema.model.state_dict(), config, step)
         acc.wait_for_everyone()
 
     def draw() -> None:
@@ -155,7 +214,7 @@ def train(
             samples = sample_pictures(denoiser_for(ema.model, config), config, fixed_noise.to(acc.device))
             save_picture(
                 samples.cpu(),
-                out / "samples" / f"step_{step:08d}.png",
+                picture_path(out, step),
                 reference=dataset.data[:5000] if not dataset.is_image else None,
                 title=f"step {step}",
                 labels=fixed_labels,
@@ -173,7 +232,12 @@ def train(
         dynamic_ncols=True,
     )
     model.train()
+    if resume and picture_due(step, tc) and main_decides(not picture_path(out, step).exists(), acc):
+        draw()  # a kill cut the picture of this checkpoint short
+    launcher = os.getppid() if world > 1 else None
+    clip = math.inf if tc["grad_clip"] is None else tc["grad_clip"]
     while not done(step, elapsed, tc, acc):
+        check_launcher(launcher)
         idx = torch.randint(0, len(data), (tc["batch_size"],), generator=gen, device=acc.device)
         kw = batch_kwargs(config, labels, idx, gen)  # the batch's labels, some dropped to the null class
         with acc.autocast():
@@ -186,7 +250,8 @@ def train(
                 times.update(*(gather(v.detach()) for v in (t, per_example)))
         optimizer.zero_grad(set_to_none=True)
         acc.backward(loss)
-        grad_norm = acc.clip_grad_norm_(model.parameters(), tc["grad_clip"])
+        grad_norm = acc.clip_grad_norm_(model.parameters(), clip)
+        check_step(loss, grad_norm, step + 1, acc, out, tc)
         optimizer.step()
         scheduler.step()
         ema.update(acc.unwrap_model(model))
@@ -208,17 +273,16 @@ def train(
             }
             bar.set_postfix(loss=f"{last_loss:.4f}", it_s=f"{record['steps_per_sec']:.1f}")
             if acc.is_main_process:
-                with open(out / "metrics.jsonl", "a") as f:
-                    f.write(json.dumps(record) + "\n")
+                append_record(out / "metrics.jsonl", record)
             loss_sum, loss_n, last_log, log_step = 0.0, 0, now, step
         if step % tc["checkpoint_every"] == 0:
             save()
         if step % tc["sample_every"] == 0:
             draw()
     bar.close()
-    latest = out / "latest"  # not the folder's existence: a kill before `latest` was written can leave it
-    if not (latest.exists() and latest.read_text().strip() == f"step_{step:08d}"):
+    if main_decides(latest_name(out) != f"step_{step:08d}", acc):  # not the folder: a kill can leave it
         save()
+    if main_decides(not picture_path(out, step).exists(), acc):  # also when checkpoint_every divides step
         draw()
     if loss_n:
         last_loss = loss_sum / loss_n
@@ -257,7 +321,126 @@ def sample_pictures(denoiser: Denoiser, config: dict, x_T: torch.Tensor) -> torc
 
 
 def trim_metrics(path: Path, step: int) -> None:
-    """On resume, drop log lines written after the checkpoint being resumed from."""
+    """On resume, drop log lines written after the checkpoint being resumed from (and a line cut short)."""
     if path.exists():
-        lines = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["step"] <= step]
+        lines = [line for line, record in metric_lines(path) if record["step"] <= step]
         atomic_write_text(path, "".join(ln + "\n" for ln in lines))
+
+
+def trim_pictures(out: Path, step: int) -> None:
+    """On resume, drop the sample pictures of steps after the checkpoint being resumed from: they belong to
+    the lost stretch and are drawn again (and on a fresh start, step 0, those of a stopped attempt)."""
+    for picture in (out / "samples").glob("step_*.png"):
+        if picture.stem[5:].isdigit() and int(picture.stem[5:]) > step:
+            picture.unlink()
+
+
+def picture_path(out: Path, step: int) -> Path:
+    """The sample picture of a step."""
+    return out / "samples" / f"step_{step:08d}.png"
+
+
+def picture_due(step: int, tc: dict) -> bool:
+    """Whether the checkpoint of `step` has a sample picture: every sample_every steps, and where a run ended
+    (the only checkpoints off the checkpoint_every grid; an end on the grid cannot be told apart)."""
+    return step % tc["sample_every"] == 0 or step % tc["checkpoint_every"] != 0
+
+
+def latest_name(out: Path) -> str | None:
+    """The checkpoint `latest` names, if any."""
+    latest = out / "latest"
+    return latest.read_bytes().decode("utf-8", "replace").strip() if latest.exists() else None
+
+
+def append_record(path: Path, record: dict) -> None:
+    """One line of metrics.jsonl, strict JSON: a NaN or infinite value is written as null."""
+    clean = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in record.items()}
+    with open(path, "a") as f:
+        f.write(json.dumps(clean, allow_nan=False) + "\n")
+
+
+def main_decides(flag: bool, acc: Accelerator) -> bool:
+    """Process 0's answer, on every process (a decision that leads into a collective must be the same)."""
+    if acc.num_processes == 1:
+        return flag
+    return bool(broadcast(torch.tensor([flag], device=acc.device), from_process=0).item())
+
+
+def main_says(text: str | None, acc: Accelerator, size: int = 2048) -> str:
+    """Process 0's line of text (up to `size` bytes of UTF-8), on every process; "" for None."""
+    data = torch.zeros(size, dtype=torch.uint8)
+    raw = (text or "").encode()[:size]
+    data[: len(raw)] = torch.tensor(list(raw), dtype=torch.uint8)
+    data = broadcast(data.to(acc.device), from_process=0).cpu()
+    return bytes(data.tolist()).rstrip(b"\0").decode("utf-8", "replace")
+
+
+@contextmanager
+def run_lock(out: Path, acc: Accelerator) -> Iterator[IO | None]:
+    """Hold the run folder's lock (fokker.checkpoint.lock_run) while training: the main process takes it
+    (and yields it), or every process stops with its refusal."""
+    lock, refusal = None, None
+    if acc.is_main_process:
+        try:
+            lock = lock_run(out)
+        except UserError as err:
+            refusal = str(err)
+        except OSError as err:
+            refusal = f"cannot write --out {out}: {err}"
+    if acc.num_processes > 1:
+        refusal = main_says(refusal, acc)
+    if refusal:
+        raise UserError(refusal)
+    try:
+        yield lock
+    finally:
+        if lock is not None:
+            lock.close()
+
+
+def repair_latest(out: Path, step: int, ema_state: dict[str, torch.Tensor], config: dict) -> None:
+    """After a kill (or a damaged newest checkpoint), make `latest` name the checkpoint resumed from and
+    model.safetensors hold its EMA weights (the step is in its metadata)."""
+    name = f"step_{step:08d}"
+    if latest_name(out) != name:
+        atomic_write_text(out / "latest", name + "\n")
+    if exported_step(out / "model.safetensors") != step:
+        export_weights(out / "model.safetensors", ema_state, config, step)
+
+
+def check_step(loss: torch.Tensor, grad_norm: torch.Tensor, step: int, acc: Accelerator, out: Path, tc: dict) -> None:
+    """Stop before a NaN or infinite loss (on any process) or gradient norm reaches the weights, with one
+    clear UserError on every process. Under fp16 an infinite gradient is the loss scaler's business (it
+    skips that step and lowers its scale), so there only the loss counts."""
+    losses = loss.detach().float().reshape(1)
+    if acc.num_processes > 1:
+        losses = gather(losses)
+    norm = float(grad_norm)
+    if bool(torch.isfinite(losses).all()) and (math.isfinite(norm) or acc.scaler is not None):
+        return
+    bad = next((v for v in losses.tolist() if not math.isfinite(v)), losses[0].item())
+    kept = latest_name(out)
+    raise UserError(
+        f"training diverged at step {step}: the loss is {bad:.4g}, the gradient norm {norm:.4g}; nothing of it "
+        f"was saved ({f'the run keeps {kept}' if kept else 'no checkpoint yet'}); lower train.lr (now "
+        f"{tc['lr']:g}) or train.grad_clip (now {tc['grad_clip']})"
+    )
+
+
+def check_weights(step: int, modules: dict[str, torch.nn.Module], out: Path) -> None:
+    """Refuse to save weights that are NaN or infinite: the checkpoint `latest` names stays the last one."""
+    for name, module in modules.items():
+        bad = non_finite(module.state_dict())
+        if bad:
+            kept = latest_name(out)
+            raise UserError(
+                f"non-finite weights at step {step} ({name} {bad[0]}): the training diverged; nothing was saved "
+                f"({f'the run keeps {kept}' if kept else 'no checkpoint yet'}); lower train.lr"
+            )
+
+
+def check_launcher(launcher: int | None) -> None:
+    """A worker of `accelerate launch` / torchrun whose launcher is gone (killed: its pid is no longer our
+    parent's) stops, instead of training on where nobody can stop it."""
+    if launcher is not None and os.getppid() != launcher:
+        raise UserError(f"the launcher of this process (pid {launcher}) is gone; stopping")

@@ -100,11 +100,11 @@ def _save_figure(fig, path: Path) -> None:
 
 
 def training_curve(metrics_jsonl: Path, path: Path) -> bool:
-    """Plot loss (and its running mean) against step from a run's metrics.jsonl; False if it has no records."""
-    import json
+    """Plot loss (and its running mean) against step from a run's metrics.jsonl; False if it has no records.
+    A line cut short by a kill is dropped with a warning (`read_metrics`)."""
+    from fokker.checkpoint import read_metrics
 
-    records = [json.loads(line) for line in Path(metrics_jsonl).read_text().splitlines() if line.strip()]
-    records = [r for r in records if "loss" in r and "step" in r]
+    records = [r for r in read_metrics(Path(metrics_jsonl)) if isinstance(r.get("loss"), int | float)]
     if not records:
         return False
     plt = _pyplot()

@@ -47,6 +47,7 @@ def build_network(config: dict[str, Any]) -> nn.Module:
             f"unknown key(s) {', '.join(map(repr, unknown))} for network type {kind!r}; "
             f"accepted: type, {', '.join(accepted)}"
         )
+    _check_sizes(cls, kwargs)
     for key in _TUPLE_KEYS & set(kwargs):
         if isinstance(kwargs[key], list):
             kwargs[key] = tuple(kwargs[key])
@@ -54,6 +55,19 @@ def build_network(config: dict[str, Any]) -> nn.Module:
         return cls(**kwargs)
     except (TypeError, ValueError) as e:
         raise UserError(f"bad {kind!r} network config: {e}") from e
+
+
+def _check_sizes(cls: type[nn.Module], kwargs: dict[str, Any]) -> None:
+    """Every size (an argument annotated int, or a tuple of ints) must be a positive integer: a width of -4
+    would otherwise fail deep inside torch."""
+    for p in inspect.signature(cls).parameters.values():
+        if p.name not in kwargs or kwargs[p.name] is None or "int" not in str(p.annotation):
+            continue
+        value = kwargs[p.name]
+        items = value if isinstance(value, list | tuple) and "tuple" in str(p.annotation) else [value]
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in items):
+            what = "a list of positive integers" if items is value else "a positive integer"
+            raise UserError(f"bad value for model.network.{p.name}: {value!r}; expected {what}")
 
 
 def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
