@@ -185,10 +185,9 @@ def test_likelihood_and_interpolation_from_the_command_line(tmp_path):
     r = fokker("likelihood", "--checkpoint", "run", "--method", "ode", "--num", "10", "--rtol", "1e-3",
                "--atol", "1e-3", "--no-progress", cwd=tmp_path)  # fmt: skip
     assert r.returncode == 0 and "(95% CI, continuous)" in r.stdout, r.stderr
-    for method in ("slerp", "ddpm"):
-        tolerances = ["--rtol", "1e-3", "--atol", "1e-3"]
+    for method, own in (("slerp", ["--rtol", "1e-3", "--atol", "1e-3"]), ("ddpm", ["--t", "0.3", "--seed", "1"])):
         r = fokker("interpolate", "--checkpoint", "run", "--a", "0", "--b", "1", "--num", "5", "--method", method,
-                   "--out", f"{method}.png", *tolerances, "--no-progress", cwd=tmp_path)  # fmt: skip
+                   "--out", f"{method}.png", *own, "--no-progress", cwd=tmp_path)  # fmt: skip
         assert r.returncode == 0, r.stderr
         assert f"interpolated 5 pictures ({method})" in r.stdout and (tmp_path / f"{method}.png").exists()
 
@@ -324,6 +323,12 @@ ERRORS = [
     (["interpolate", "--checkpoint", "run", "--a", "grid.png", "--b", "0"], "this model's data are vectors"),
     (["interpolate", "--checkpoint", "run", "--a", "0", "--b", "1", "--out", "x.jpg"], "--out must name a .png"),
     (["interpolate", "--checkpoint", "run", "--a", "0", "--b", "1", "--num", "1"], "num must be at least 2, got 1"),
+    (["interpolate", "--checkpoint", "run", "--a", "0", "--b", "1", "--t", "0.3"], "'slerp' takes no t (only 'ddpm'"),
+    (["interpolate", "--checkpoint", "run", "--a", "0", "--b", "1", "--seed", "1"], "'slerp' takes no --seed"),
+    (
+        ["interpolate", "--checkpoint", "run", "--a", "0", "--b", "1", "--method", "ddpm", "--rtol", "1e-3"],
+        "'ddpm' takes no rtol (only 'slerp'",
+    ),
 ]
 
 

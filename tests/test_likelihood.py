@@ -194,3 +194,16 @@ def test_interpolations_keep_the_ends():
     out, info = interpolate(ddpm_denoiser, x[0], x[1], 4, method="ddpm", t=0.05, generator=torch.Generator())
     assert info["nfe"] == 5 and out.shape == (4, 2)
     assert torch.equal(MIXTURE.assign(out[[0, -1]]), MIXTURE.assign(x))  # a short diffusion keeps the modes
+
+
+@pytest.mark.parametrize(
+    "method,option",
+    [("slerp", {"t": 0.3}), ("slerp", {"steps": 10}), ("slerp", {"generator": torch.Generator()}),
+     ("ddpm", {"rtol": 1e-3}), ("ddpm", {"atol": 1e-3})],
+)  # fmt: skip
+def test_an_interpolation_refuses_the_other_methods_options(method, option):
+    """An option of the other method would do nothing: it is an error."""
+    x = MIXTURE.sample(2, torch.Generator().manual_seed(0)).double()
+    denoiser = exact_denoiser(MIXTURE, fokker.VP(T=100))
+    with pytest.raises(UserError, match=f"{method!r} takes no {next(iter(option))}"):
+        interpolate(denoiser, x[0], x[1], 3, method=method, **option)

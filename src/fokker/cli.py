@@ -179,11 +179,11 @@ def _interpolate_parser(sub, fmt) -> None:
     ip.add_argument("--b", required=True, help="an image file, or the index of an example of the run's test split")
     ip.add_argument("--num", type=int, default=8, help="pictures from a to b, both included (default: 8)")
     ip.add_argument("--method", default="slerp", choices=["slerp", "ddpm"], help="slerp (default) or ddpm")
-    ip.add_argument("--t", type=float, default=0.5, help="ddpm: the time both are diffused to (default: 0.5)")
+    ip.add_argument("--t", type=float, help="ddpm: the time both are diffused to (default: 0.5)")
     ip.add_argument("--steps", type=int, help="ddpm: reverse steps over [0, 1] (default: the process's T)")
-    ip.add_argument("--rtol", type=float, default=1e-5, help="slerp: ODE relative tolerance (default: 1e-5)")
-    ip.add_argument("--atol", type=float, default=1e-5, help="slerp: ODE absolute tolerance (default: 1e-5)")
-    ip.add_argument("--seed", type=int, default=0, help="ddpm: seed of the noise (default: 0)")
+    ip.add_argument("--rtol", type=float, help="slerp: ODE relative tolerance (default: 1e-5)")
+    ip.add_argument("--atol", type=float, help="slerp: ODE absolute tolerance (default: 1e-5)")
+    ip.add_argument("--seed", type=int, help="ddpm: seed of the noise (default: 0)")
     ip.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto)")
     ip.add_argument("--out", default="interpolation.png", help="picture to write (default: interpolation.png)")
     ip.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -461,9 +461,12 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
             ends.append(load_image(given, shape))
     a, b = (e.to(device) for e in ends)
     start = time.time()
+    if args.seed is not None and args.method != "ddpm":
+        raise UserError(f"interpolation {args.method!r} takes no --seed (it draws no noise; only 'ddpm' does)")
+    gen = torch.Generator(device).manual_seed(args.seed or 0) if args.method == "ddpm" else None
     x, info = interpolate(
         denoiser, a, b, args.num, method=args.method, t=args.t, steps=args.steps, rtol=args.rtol, atol=args.atol,
-        generator=torch.Generator(device).manual_seed(args.seed), progress=not args.no_progress,
+        generator=gen, progress=not args.no_progress,
     )  # fmt: skip
     x = x.float().cpu()
     out.parent.mkdir(parents=True, exist_ok=True)

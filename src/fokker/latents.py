@@ -79,11 +79,11 @@ def interpolate(
     num: int = 8,
     *,
     method: str = "slerp",
-    t: float = 0.5,
+    t: float | None = None,
     steps: int | None = None,
     generator: torch.Generator | None = None,
-    rtol: float = 1e-5,
-    atol: float = 1e-5,
+    rtol: float | None = None,
+    atol: float | None = None,
     model_kwargs: dict | None = None,
     progress: bool = False,
 ) -> tuple[torch.Tensor, dict]:
@@ -93,18 +93,30 @@ def interpolate(
     reproduce a and b up to the solver tolerance. "ddpm" (Ho et al. 2020, sec. 4.3): both diffused to
     x_t ~ q(x_t | x_0), mixed as (1 - w) x_t^a + w x_t^b, then denoised by DDPM ancestral sampling from t
     to 0 (on `steps` of the grid, all of a discrete process's by default) with the same noise for every
-    w. Larger t: more mixing, less faithful ends."""
+    w. Larger t: more mixing, less faithful ends. Options of one method only (slerp: rtol, atol, default
+    1e-5; ddpm: t, default 0.5, steps, generator) are refused with the other, where they would do nothing."""
     if method not in INTERPOLATIONS:
         raise UserError(f"unknown interpolation {method!r}; expected one of {INTERPOLATIONS}")
+    own = {"slerp": {"rtol": rtol, "atol": atol}, "ddpm": {"t": t, "steps": steps, "generator": generator}}
+    for other, options in own.items():
+        given = [k for k, v in options.items() if v is not None]
+        if other != method and given:
+            raise UserError(f"interpolation {method!r} takes no {', '.join(given)} (only {other!r} does)")
     if num < 2:
         raise UserError(f"num must be at least 2, got {num}")
     if a.shape != b.shape:
         raise UserError(f"a and b must have one shape, got {tuple(a.shape)} and {tuple(b.shape)}")
     weights = torch.linspace(0, 1, num, dtype=torch.float64)
     if method == "slerp":
-        z, info = encode(denoiser, torch.stack([a, b]), rtol=rtol, atol=atol, model_kwargs=model_kwargs)
-        x, back = decode(denoiser, slerp(z[0], z[1], weights), rtol=rtol, atol=atol, model_kwargs=model_kwargs)
+        tol = {
+            "rtol": 1e-5 if rtol is None else rtol,
+            "atol": 1e-5 if atol is None else atol,
+            "model_kwargs": model_kwargs,
+        }
+        z, info = encode(denoiser, torch.stack([a, b]), **tol)
+        x, back = decode(denoiser, slerp(z[0], z[1], weights), **tol)
         return x, {"nfe": info["nfe"] + back["nfe"], "weights": weights}
+    t = 0.5 if t is None else t
     return _ddpm_interpolation(denoiser, a, b, weights, t, steps, generator, model_kwargs, progress)
 
 
