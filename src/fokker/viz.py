@@ -12,6 +12,9 @@ from PIL import Image
 
 from fokker.data import to_uint8_images
 
+# matplotlib's ten default colours less its grey (C7), which the data points are drawn in
+CLASS_COLOURS = [f"C{i}" for i in range(10) if i != 7]
+
 
 def image_grid(x: torch.Tensor, nrow: int | None = None, pad: int = 2) -> Image.Image:
     """Tile (N, C, H, W) images in [-1, 1] into one picture, nrow per row (default: near square)."""
@@ -51,7 +54,8 @@ def scatter_plot(
         ax.scatter(*x[:, :2].T.float().cpu().numpy(), s=1, c="tab:blue", label="samples")
     else:
         for k in dict.fromkeys(labels.tolist()):
-            ax.scatter(*x[labels.cpu() == k, :2].T.float().cpu().numpy(), s=1, c=f"C{k % 10}", label=f"class {k}")
+            points = x[labels.cpu() == k, :2].T.float().cpu().numpy()
+            ax.scatter(*points, s=1, c=CLASS_COLOURS[k % len(CLASS_COLOURS)], label=f"class {k}")
     ax.set_xlim(-1.3, 1.3), ax.set_ylim(-1.3, 1.3), ax.set_aspect("equal"), ax.set_title(title)
     ax.legend(loc="upper right", markerscale=6, fontsize=7)
     fig.tight_layout()
