@@ -215,7 +215,8 @@ def test_config_refuses_a_variance_nothing_trains_and_the_bound_on_ve(overrides,
 def test_config_accepts_the_losses_that_train_a_learned_variance():
     for overrides in (["model.variance=learned", "train.loss=hybrid"], ["model.variance=learned", "train.loss=vlb"],
                       ["train.loss=vlb"], ["process={type: subvp, T: 100}", "train.loss=vlb"]):  # fmt: skip
-        validate(apply_overrides(load_preset("toy"), overrides))
+        config = apply_overrides(load_preset("toy"), overrides)
+        assert validate(config) is None  # raises a UserError when refused
 
 
 def test_the_bound_s_loss_refuses_ve_in_the_library_too():

@@ -164,7 +164,8 @@ def test_sample_seeded_depends_on_the_seed_not_on_the_batch_size():
     runs = {(seed, bs): sample_seeded(d, "ddpm", 10, (2,), 7, seed=seed, batch_size=bs)[0]
             for seed in (0, 1, 2**32) for bs in (7, 3)}  # fmt: skip
     for seed in (0, 1, 2**32):
-        torch.testing.assert_close(runs[seed, 7], runs[seed, 3], rtol=0, atol=1e-6)
+        a, b = runs[seed, 7], runs[seed, 3]  # float32: equal up to rounding, relative to the samples' size
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5 * a.abs().max().item())
     assert not torch.allclose(runs[0, 7], runs[1, 7]) and not torch.allclose(runs[0, 7], runs[2**32, 7])
     assert len({seed_for(s, i) for s in range(50) for i in range(200)}) == 50 * 200  # no collisions here
 

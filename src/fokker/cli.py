@@ -8,8 +8,12 @@ import sys
 import time
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fokker.errors import FokkerWarning, UserError
+
+if TYPE_CHECKING:
+    import torch
 
 TRAIN_EXAMPLE = """examples:
   fokker train --preset mnist --minutes 10 --out runs/mnist
@@ -291,16 +295,13 @@ def _what_is_kept(out: Path) -> str:
 
 def cmd_sample(args: argparse.Namespace) -> int:
     """`fokker sample`: load a run's EMA weights, sample with per-image seeds, write a grid and .npz."""
-    import numpy as np
 
-    from fokker.checkpoint import FileSet, check_writable
+    from fokker.checkpoint import check_writable
     from fokker.config import sample_options
-    from fokker.data import load_dataset, to_uint8_images
     from fokker.labels import class_grid, parse_classes
     from fokker.model import load_model
     from fokker.samplers import check_options, sample_seeded, uses_grid
     from fokker.train import make_accelerator
-    from fokker.viz import save_picture
 
     if args.num < 1 or args.batch_size < 1:
         raise UserError(f"--num and --batch-size must be positive, got {args.num} and {args.batch_size}")
@@ -329,6 +330,26 @@ def cmd_sample(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, device=device, progress=not args.no_progress, **kw, **options,
     )  # fmt: skip
     nfe = info["nfe"]
+    write_samples(out, samples, labels, config, title=f"{args.sampler}, {args.steps} steps")
+    grid_used = uses_grid(args.sampler, options)
+    how = f"{args.steps} steps, {args.spacing} spacing" if grid_used else f"{info['steps']} adaptive steps"
+    print(
+        f"sampled {num}{'' if classes is None else f' ({args.num} of each of classes {classes})'} with "
+        f"{args.sampler} ({how}) in "
+        f"{time.time() - start:.1f} s; NFE {nfe} per sample; wrote {out} and {out.with_suffix('.npz')}"
+    )
+    return 0
+
+
+def write_samples(out: Path, samples: torch.Tensor, labels: torch.Tensor | None, config: dict, title: str) -> None:
+    """The picture `out` and the raw samples beside it (.npz: samples, labels, uint8 images), written as one set:
+    both new or both old (fokker.checkpoint.FileSet, the .npz marks it whole)."""
+    import numpy as np
+
+    from fokker.checkpoint import FileSet
+    from fokker.data import load_dataset, to_uint8_images
+    from fokker.viz import save_picture
+
     reference = None
     if samples.dim() == 2:
         reference = load_dataset(config["data"]["name"], num_points=5000, seed=config["train"]["seed"]).data
@@ -338,18 +359,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
     if samples.dim() == 4:
         arrays["images"] = to_uint8_images(samples)
     npz = out.with_suffix(".npz").name
-    with FileSet(out.parent, marker=npz) as files:  # the pair: both new or both old (the .npz marks it whole)
-        title = f"{args.sampler}, {args.steps} steps"
+    with FileSet(out.parent, marker=npz) as files:
         save_picture(samples, files.path(out.name), reference=reference, title=title, labels=labels)
         np.savez_compressed(files.path(npz), **arrays)
-    grid_used = uses_grid(args.sampler, options)
-    how = f"{args.steps} steps, {args.spacing} spacing" if grid_used else f"{info['steps']} adaptive steps"
-    print(
-        f"sampled {num}{'' if classes is None else f' ({args.num} of each of classes {classes})'} with "
-        f"{args.sampler} ({how}) in "
-        f"{time.time() - start:.1f} s; NFE {nfe} per sample; wrote {out} and {out.with_suffix('.npz')}"
-    )
-    return 0
 
 
 def cmd_eval(args: argparse.Namespace) -> int:

@@ -152,18 +152,22 @@ def validate(config: dict) -> None:
     for path, value in _numbers(config):
         if not math.isfinite(value):
             raise UserError(f"bad value for {path}: {value}; expected a finite number")
-    t = config["train"]
+    _validate_training(config["train"])
+    _validate_objective(config)
+    validate_sample(config)
+    from fokker.labels import check_conditional
+
+    check_conditional(config)
+
+
+def _validate_training(t: dict) -> None:
+    """The train section's numbers: optimizer, budget, intervals, precision."""
     require(t["batch_size"], int, "train.batch_size", lambda v: v > 0, "a positive integer")
     require(t["lr"], (int, float), "train.lr", lambda v: v > 0, "a positive number")
     require(t["weight_decay"], (int, float), "train.weight_decay", lambda v: v >= 0, "a non-negative number")
     if t["grad_clip"] is not None:
-        require(
-            t["grad_clip"],
-            (int, float),
-            "train.grad_clip",
-            lambda v: v > 0,
-            "a positive number, or null for no clipping",
-        )
+        positive = "a positive number, or null for no clipping"
+        require(t["grad_clip"], (int, float), "train.grad_clip", lambda v: v > 0, positive)
     require(t["warmup"], int, "train.warmup", lambda v: v >= 0, "a non-negative integer")
     require(t["ema_decay"], (int, float), "train.ema_decay", lambda v: 0 <= v < 1, "a number in [0, 1)")
     require(t["keep_last"], int, "train.keep_last", lambda v: v >= 1, "an integer >= 1")
@@ -175,13 +179,19 @@ def validate(config: dict) -> None:
         require(t["minutes"], (int, float), "train.minutes", lambda v: v > 0, "a positive number")
     for key in ("log_every", "sample_every", "checkpoint_every"):
         require(t[key], int, f"train.{key}", lambda v: v > 0, "a positive integer")
-    from fokker.losses import BOUND_LOSSES, LOSSES, check_weighting
+    if t["mixed_precision"] not in ("no", "fp16", "bf16"):
+        raise UserError(f"bad value for train.mixed_precision: {t['mixed_precision']!r}; expected no, fp16 or bf16")
 
+
+def _validate_objective(config: dict) -> None:
+    """The loss, its weighting and time sampler against the model's variance and the process."""
+    from fokker.losses import BOUND_LOSSES, LOSSES, check_weighting
+    from fokker.timesteps import TIME_SAMPLERS
+
+    t = config["train"]
     if t["loss"] not in LOSSES:
         raise UserError(f"bad value for train.loss: {t['loss']!r}; expected one of {', '.join(LOSSES)}")
     check_weighting(t["weighting"])
-    from fokker.timesteps import TIME_SAMPLERS
-
     if t["time_sampler"] not in TIME_SAMPLERS:
         raise UserError(f"bad value for train.time_sampler: {t['time_sampler']!r}; expected one of {TIME_SAMPLERS}")
     variance = config["model"]["variance"]
@@ -202,12 +212,6 @@ def validate(config: dict) -> None:
         raise UserError(f"train.loss {t['loss']} / time_sampler {t['time_sampler']} need a discrete process.T")
     if t["loss"] in BOUND_LOSSES:
         _check_bound_loss(config["process"], t["loss"], [name for name in LOSSES if name not in BOUND_LOSSES])
-    if t["mixed_precision"] not in ("no", "fp16", "bf16"):
-        raise UserError(f"bad value for train.mixed_precision: {t['mixed_precision']!r}; expected no, fp16 or bf16")
-    validate_sample(config)
-    from fokker.labels import check_conditional
-
-    check_conditional(config)
 
 
 def _check_bound_loss(process: dict, loss: str, others: list[str]) -> None:
