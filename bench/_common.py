@@ -77,6 +77,16 @@ def write_section(heading: str, text: str, docs: Path = DOCS) -> None:
     docs.write_text(doc)
 
 
+def invocation(script: str) -> tuple[str, str]:
+    """(the command line that ran `script` with this process's arguments, today's UTC date)."""
+    import shlex
+    import sys
+    from datetime import datetime, timezone
+
+    command = f"python bench/{script}" + (" " + shlex.join(sys.argv[1:]) if sys.argv[1:] else "")
+    return command, datetime.now(timezone.utc).strftime("%Y-%m-%d")
+
+
 def footer(command: str, date: str, machine_line: str, conditions: str) -> list[str]:
     """The closing lines of every section: how to reproduce it, when, and on what."""
     return [f"- Command: `{command}`", f"- Date: {date}", f"- Machine: {machine_line}; {conditions}", ""]

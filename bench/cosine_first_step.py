@@ -10,14 +10,12 @@ by sliced W2 to held-out data. Run by hand, not in CI (about 5 minutes on 2 core
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
 import tempfile
-from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
-from _common import footer, load, machine, publish
+from _common import footer, invocation, load, machine, publish
 
 import fokker
 from fokker.config import apply_overrides, load_preset
@@ -76,8 +74,7 @@ def main() -> None:
         "|---|---|" + "---|" * len(STEPS),
     ]
     lines += [f"| {n} | {s} | " + " | ".join(f"{v:.3f}" for v in w2) + " |" for n, s, w2 in rows]
-    command = "python bench/cosine_first_step.py" + (" " + shlex.join(sys.argv[1:]) if sys.argv[1:] else "")
-    date = datetime.now(timezone.utc).strftime("%Y-%m-%d")
+    command, date = invocation("cosine_first_step.py")
     lines += ["", *footer(command, date, machine(), conditions)]
     publish(SECTION, "\n".join(lines), args.write)
 

@@ -12,13 +12,11 @@ Run by hand, not in CI (about 10 minutes on 2 cores):
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
 import tempfile
-from datetime import datetime, timezone
 from pathlib import Path
 
-from _common import footer, load, machine, publish
+from _common import footer, invocation, load, machine, publish
 
 from fokker.config import apply_overrides, load_preset
 from fokker.data import dataset_for
@@ -88,8 +86,7 @@ def main() -> None:
     for name, variance, seed, m in rows:
         w2 = " | ".join(f"{m['w2'][s]:.4f}" for s in STEPS)
         lines.append(f"| {name} | {variance} | {seed} | {m['bpd']:.4f} ± {m['se']:.4f} | {w2} |")
-    command = "python bench/learned_variance.py" + (" " + shlex.join(sys.argv[1:]) if sys.argv[1:] else "")
-    date = datetime.now(timezone.utc).strftime("%Y-%m-%d")
+    command, date = invocation("learned_variance.py")
     lines += ["", *footer(command, date, machine(), conditions)]
     publish(SECTION, "\n".join(lines), args.write)
 
