@@ -18,6 +18,7 @@ from fokker.processes import Process, expand_as
 PREDICTIONS = ("eps", "x0", "v", "score")
 CONDITIONINGS = ("time", "index", "sigma", "log_sigma")
 VARIANCES = ("fixed", "learned")
+REVERSE_VARIANCES = ("beta_tilde", "beta", "learned")  # the variance of a reverse step p(x_s | x_t)
 
 Coef = torch.Tensor | float
 
@@ -106,6 +107,17 @@ class Denoiser:
     def learned_variance(self) -> bool:
         """Whether fn outputs the reverse-variance interpolation v besides its prediction."""
         return self.variance == "learned"
+
+    def reverse_variance(self, variance: str | None) -> str:
+        """The variance of a reverse step: as given (beta_tilde, beta or learned), else learned for a model
+        with a learned variance and beta_tilde otherwise (Nichol & Dhariwal 2021, eq. 15; Ho et al. 2020,
+        sec. 3.2). "learned" needs such a model."""
+        variance = variance or ("learned" if self.learned_variance else "beta_tilde")
+        if variance not in REVERSE_VARIANCES:
+            raise UserError(f"unknown variance {variance!r}; expected one of {REVERSE_VARIANCES}")
+        if variance == "learned" and not self.learned_variance:
+            raise UserError("variance 'learned' needs a model with a learned variance (model.variance: learned)")
+        return variance
 
     def condition(self, t: torch.Tensor) -> torch.Tensor:
         """The network's noise input for times t (float64 in, float64 out)."""

@@ -223,15 +223,13 @@ def likelihood_in_batches(
     within its tolerance, its steps being shared by a batch). Tensors come back on the CPU."""
     from tqdm.auto import tqdm
 
-    from fokker.samplers.noise import seed_for
+    from fokker.samplers.noise import seeded_batches
 
     if batch_size < 1:
         raise UserError(f"batch_size must be positive, got {batch_size}")
     parts: list[Likelihood] = []
-    starts = range(0, len(x), batch_size)
-    for lo in tqdm(starts, desc=f"likelihood ({method})", unit="batch", disable=not progress):
-        hi = min(lo + batch_size, len(x))
-        gens = [torch.Generator(device).manual_seed(seed_for(seed, i)) for i in range(lo, hi)]
+    batches = list(seeded_batches(range(len(x)), batch_size, seed, device))
+    for lo, hi, gens in tqdm(batches, desc=f"likelihood ({method})", unit="batch", disable=not progress):
         extra = {"progress": progress} if method == "vlb" else {}
         batch = x[lo:hi].to(device)
         parts.append(likelihood(denoiser, batch, method, levels=levels, generator=gens, **options, **extra))

@@ -25,7 +25,7 @@ from fokker.denoiser import PREDICTIONS, Denoiser, from_x0_eps, to_x0_eps
 from fokker.errors import UserError
 from fokker.processes import Process, expand_as
 from fokker.samplers.noise import randn
-from fokker.vlb import check_bound_grid, default_variance, model_step_nll
+from fokker.vlb import check_bound_grid, model_step_nll
 
 WEIGHTINGS = ("sigma2", "likelihood")
 PROJECTIONS = ("rademacher", "gaussian")
@@ -197,7 +197,7 @@ def _vlb_and_prediction(
     t64, noise = _times_and_noise(denoiser, x0, t, noise, generator)
     i = torch.round(t64 * process.T)  # float32 times i / T back onto the grid exactly
     t64, s64 = i / process.T, (i - 1).clamp(min=0) / process.T
-    variance = default_variance(denoiser, None)
+    variance = denoiser.reverse_variance(None)
     kw = model_kwargs or {}
     nats, out = model_step_nll(denoiser, x0, t64, s64, variance, levels, noise, kw, mean_grad, clip=False)
     scale = process.T / (x0[0].numel() * math.log(2))

@@ -19,14 +19,12 @@ import math
 import torch
 from tqdm.auto import tqdm
 
-from fokker.denoiser import Denoiser, to_x0_eps
+from fokker.denoiser import REVERSE_VARIANCES, Denoiser, to_x0_eps
 from fokker.errors import UserError
 from fokker.processes import Process, expand_as
 from fokker.samplers.grid import time_grid
 from fokker.samplers.noise import Generators, rand, randn
 from fokker.schedules import F64
-
-VARIANCES = ("beta_tilde", "beta", "learned")
 
 
 def normal_kl(mean1: torch.Tensor, logvar1: torch.Tensor, mean2: torch.Tensor, logvar2: torch.Tensor) -> torch.Tensor:
@@ -89,17 +87,7 @@ def reverse_log_variance(
             raise UserError("variance 'learned' needs a model with a learned variance (model.variance: learned)")
         v = v.to(F64)
         return v * expand_as(hi, v) + (1 - v) * expand_as(lo, v)
-    raise UserError(f"unknown variance {variance!r}; expected one of {VARIANCES}")
-
-
-def default_variance(denoiser: Denoiser, variance: str | None) -> str:
-    """The reverse variance to use: the model's learned one if it has one, else beta-tilde, unless given."""
-    variance = variance or ("learned" if denoiser.learned_variance else "beta_tilde")
-    if variance not in VARIANCES:
-        raise UserError(f"unknown variance {variance!r}; expected one of {VARIANCES}")
-    if variance == "learned" and not denoiser.learned_variance:
-        raise UserError("variance 'learned' needs a model with a learned variance (model.variance: learned)")
-    return variance
+    raise UserError(f"unknown variance {variance!r}; expected one of {REVERSE_VARIANCES}")
 
 
 def step_nll(
@@ -205,7 +193,7 @@ def vlb(
     check_bound_grid(process)
     if steps is None and process.T is None:
         raise UserError("a continuous process has no grid of its own: give the bound's number of steps")
-    variance = default_variance(denoiser, variance)
+    variance = denoiser.reverse_variance(variance)
     times = time_grid(process, steps or process.T, spacing)
     n, kw = len(times) - 1, model_kwargs or {}
     nfe0 = denoiser.nfe

@@ -13,7 +13,7 @@ from fokker.samplers import ode as _ode  # noqa: F401  (registers "ode")
 from fokker.samplers import sde as _sde  # noqa: F401  (registers "euler_maruyama" and "pc")
 from fokker.samplers.grid import SPACINGS, time_grid
 from fokker.samplers.langevin import langevin, score_from_log_prob  # also registers "annealed_langevin"
-from fokker.samplers.noise import Generators, randn, seed_for
+from fokker.samplers.noise import Generators, randn, seed_for, seeded_batches
 from fokker.samplers.registry import (
     GRID,
     SAMPLERS,
@@ -111,10 +111,8 @@ def sample_seeded(
             )
     times = time_grid(denoiser.process, steps, spacing)
     chunks, info = [], {}
-    starts = range(0, num, batch_size)
-    for lo in tqdm(starts, desc="sampling", unit="batch", disable=not progress or len(starts) == 1):
-        hi = min(lo + batch_size, num)
-        gens = [torch.Generator(device).manual_seed(seed_for(seed, i)) for i in ids[lo:hi]]
+    batches = list(seeded_batches(ids, batch_size, seed, device))
+    for lo, hi, gens in tqdm(batches, desc="sampling", unit="batch", disable=not progress or len(batches) == 1):
         x_T = denoiser.process.prior_std * randn((len(gens), *shape), gens, device=device)
         kw = {k: v[lo:hi].to(device) if isinstance(v, torch.Tensor) else v for k, v in (model_kwargs or {}).items()}
         x, info = fn(denoiser, x_T, times, generator=gens, progress=progress, model_kwargs=kw, **options)

@@ -37,15 +37,6 @@ def ancestral_coefficients(variance: str = "beta_tilde"):
     return coefficients
 
 
-def ancestral_variance(denoiser: Denoiser, variance: str | None) -> str:
-    """The variance of an ancestral step: as given (beta_tilde, beta or learned), else learned for a model
-    with a learned variance and beta_tilde otherwise. "learned" needs such a model."""
-    variance = variance or ("learned" if denoiser.learned_variance else "beta_tilde")
-    if variance == "learned" and not denoiser.learned_variance:
-        raise UserError("variance 'learned' needs a model with a learned variance (model.variance: learned)")
-    return variance
-
-
 @register("ddpm")
 def ddpm(
     denoiser: Denoiser,
@@ -63,7 +54,7 @@ def ddpm(
     transition variance 1 - alpha-bar_t / alpha-bar_s on a respaced grid) or "learned" (Nichol & Dhariwal
     2021, eq. 15, between beta and beta-tilde of the grid's own steps). Default: learned for a model
     with a learned variance, else beta-tilde."""
-    variance = ancestral_variance(denoiser, variance)
+    variance = denoiser.reverse_variance(variance)
     learned = variance == "learned"
     coefficients = ancestral_coefficients("beta_tilde" if learned else variance)
     steps = step_table(denoiser, x, times, coefficients, learned_variance=learned)

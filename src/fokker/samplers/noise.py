@@ -3,7 +3,7 @@ so that a sample does not depend on the batch it was drawn in."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -15,6 +15,19 @@ def seed_for(*keys: int) -> int:
     """A well-mixed 32-bit seed for a tuple of integers, e.g. (seed, image index). torch's CPU generator
     keeps only the low 32 bits of a seed, so keys must be mixed, not packed as seed * 2**32 + i."""
     return int(np.random.SeedSequence([int(k) for k in keys]).generate_state(1)[0])
+
+
+def seeded_batches(
+    ids: Sequence[int], batch_size: int, seed: int, device: torch.device | str = "cpu"
+) -> Iterator[tuple[int, int, list[torch.Generator]]]:
+    """(lo, hi, generators) for consecutive batches of at most `batch_size` of the items `ids`, item i
+    with its own generator seeded with seed_for(seed, ids[i]), so that what is drawn for an item does not
+    depend on the batch it falls in."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    for lo in range(0, len(ids), batch_size):
+        hi = min(lo + batch_size, len(ids))
+        yield lo, hi, [torch.Generator(device).manual_seed(seed_for(seed, int(i))) for i in ids[lo:hi]]
 
 
 def randn(

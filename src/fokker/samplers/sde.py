@@ -14,7 +14,7 @@ import torch
 from fokker.denoiser import Denoiser
 from fokker.errors import UserError
 from fokker.processes import Process
-from fokker.samplers.ddpm import ancestral_coefficients, ancestral_variance
+from fokker.samplers.ddpm import ancestral_coefficients
 from fokker.samplers.langevin import langevin_step, snr_step
 from fokker.samplers.noise import Generators, randn
 from fokker.samplers.registry import Rule, register, when
@@ -131,7 +131,7 @@ def pc(
         raise UserError(f"pc needs snr > 0 and corrector_steps >= 0, got {snr} and {corrector_steps}")
     learned = False
     if predictor == "ancestral":
-        variance = ancestral_variance(denoiser, variance)
+        variance = denoiser.reverse_variance(variance)
         learned = variance == "learned"
     coefficients = predictor_coefficients(predictor, "beta_tilde" if learned else variance)
     steps = step_table(denoiser, x, times, coefficients, denoise, learned_variance=learned)
