@@ -8,9 +8,10 @@ import pytest
 import torch
 
 import fokker
+from fokker.divergence import divergence
 from fokker.errors import UserError
 from fokker.latents import decode, encode, interpolate, slerp
-from fokker.likelihood import bits_offset, divergence, likelihood, ode_nll
+from fokker.likelihood import bits_offset, likelihood, ode_nll
 from fokker.targets import GaussianMixture, GaussianTarget, exact_denoiser
 from fokker.vlb import discretized_gaussian_log_prob, step_nll, vlb
 

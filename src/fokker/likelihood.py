@@ -29,16 +29,15 @@ from dataclasses import dataclass, field
 import torch
 
 from fokker.denoiser import Denoiser
+from fokker.divergence import MAX_EXACT_DIM, check_probe, divergence, draw_probe
 from fokker.errors import UserError
-from fokker.samplers.noise import Generators, rand, randn
+from fokker.samplers.noise import Generators, rand
 from fokker.samplers.ode import Drift, smallest_time, solve
 from fokker.vlb import vlb
 
 METHODS = ("vlb", "ode")
 DIVERGENCES = ("auto", "exact", "hutchinson")
-PROBES = ("rademacher", "gaussian")
 EXACT_AUTO_DIM = 16  # "auto" takes the exact divergence up to this dimension
-MAX_EXACT_DIM = 256  # the exact divergence costs one backward pass per dimension
 
 
 @dataclass
@@ -62,20 +61,6 @@ class Likelihood:
 def bits_offset(levels: int | None, dequantized: bool) -> float:
     """log2((levels - 1) / 2) for a density on dequantized `levels`-level data in [-1, 1], else 0."""
     return math.log2((levels - 1) / 2) if dequantized and levels is not None else 0.0
-
-
-def divergence(f: torch.Tensor, x: torch.Tensor, probe: torch.Tensor | None) -> torch.Tensor:
-    """tr(df/dx) per example: exact (one backward pass per dimension) when probe is None, else
-    Hutchinson's probe' (df/dx) probe, unbiased when E[probe probe'] = I (Hutchinson 1989)."""
-    if probe is not None:
-        (g,) = torch.autograd.grad((f * probe).sum(), x, retain_graph=True, allow_unused=True)
-        return torch.zeros(x.shape[0], dtype=x.dtype, device=x.device) if g is None else (g * probe).flatten(1).sum(1)
-    flat, total = f.flatten(1), torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
-    for i in range(flat.shape[1]):
-        (row,) = torch.autograd.grad(flat[:, i].sum(), x, retain_graph=True, allow_unused=True)
-        if row is not None:
-            total = total + row.flatten(1)[:, i]
-    return total
 
 
 class AugmentedDrift:
@@ -105,8 +90,8 @@ def _probe(
     divergence, where a probe given explicitly has no effect and is refused."""
     if divergence_kind not in DIVERGENCES:
         raise UserError(f"unknown divergence {divergence_kind!r}; expected one of {DIVERGENCES}")
-    if probe is not None and probe not in PROBES:
-        raise UserError(f"unknown probe {probe!r}; expected one of {PROBES}")
+    if probe is not None:
+        check_probe(probe)
     if divergence_kind == "auto":
         divergence_kind = "exact" if dim <= EXACT_AUTO_DIM else "hutchinson"
     if divergence_kind == "exact":
@@ -118,8 +103,7 @@ def _probe(
                 f"D = {EXACT_AUTO_DIM}); a probe applies only to divergence hutchinson"
             )
         return None
-    z = randn(x.shape, generator, device=x.device, dtype=x.dtype)
-    return z.sign() if probe in (None, "rademacher") else z
+    return draw_probe(x, probe, generator)
 
 
 def ode_nll(

@@ -73,20 +73,21 @@ def decoder_log_prob(x: torch.Tensor, mean: torch.Tensor, logvar: torch.Tensor, 
 
 
 def reverse_log_variance(
-    process: Process, t: torch.Tensor, s: torch.Tensor, variance: str, v: torch.Tensor | None = None
+    process: Process, t: torch.Tensor, s: torch.Tensor, variance: str, fraction: torch.Tensor | None = None
 ) -> torch.Tensor:
     """log Sigma of p(x_s | x_t): beta-tilde, beta, or "learned", exp(v log beta + (1 - v) log beta-tilde)
-    (Nichol & Dhariwal 2021, eq. 15) with v the network's extra output. Per example (B,) or shaped like v."""
+    (Nichol & Dhariwal 2021, eq. 15) with v = `fraction`, the network's extra output. Per example (B,) or
+    shaped like the fraction."""
     lo, hi = process.log_variance_range(t, s)
     if variance == "beta_tilde":
         return lo
     if variance == "beta":
         return hi
     if variance == "learned":
-        if v is None:
+        if fraction is None:
             raise UserError("variance 'learned' needs a model with a learned variance (model.variance: learned)")
-        v = v.to(F64)
-        return v * expand_as(hi, v) + (1 - v) * expand_as(lo, v)
+        fraction = fraction.to(F64)
+        return fraction * expand_as(hi, fraction) + (1 - fraction) * expand_as(lo, fraction)
     raise UserError(f"unknown variance {variance!r}; expected one of {REVERSE_VARIANCES}")
 
 
@@ -143,13 +144,13 @@ def model_step_nll(
     process = denoiser.process
     t64, s64 = t.to(F64).cpu(), s.to(F64).cpu()
     alpha, sigma = expand_as(process.alpha(t64), x0), expand_as(process.sigma(t64), x0)
-    x_t = alpha * x0 + sigma * noise
-    out, v = denoiser.raw_and_variance(x_t, t64, **model_kwargs)
+    x_t = process.q_sample(x0, t64, noise)
+    out, fraction = denoiser.raw_and_variance(x_t, t64, **model_kwargs)
     mean_out = out if mean_grad else out.detach()
     x0_hat = to_x0_eps(mean_out, x_t, alpha, sigma, denoiser.prediction)[0]
     if clip and denoiser.clip is not None:
         x0_hat = x0_hat.clamp(*denoiser.clip)
-    logvar = reverse_log_variance(process, t64, s64, variance, v)
+    logvar = reverse_log_variance(process, t64, s64, variance, fraction)
     return step_nll(process, x0, x_t, t64, s64, x0_hat, logvar, levels), out
 
 
