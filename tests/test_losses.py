@@ -118,8 +118,8 @@ def test_sliced_score_matching_is_unbiased(projection, gen):
 
 
 def test_dsm_weightings_relate_to_l_simple(gen):
-    """lambda = sigma^2 makes DSM 1/2 L_simple (notes 002, eq. 1.7.14, with the 1/2 of eq. 1.7.13); lambda = g^2
-    multiplies it by g^2 / sigma^2."""
+    """lambda = sigma^2 makes DSM 1/2 L_simple (Song & Ermon 2019, eq. 5 and sec. 4.2, with the 1/2 of their
+    eq. 5); lambda = g^2 multiplies it by g^2 / sigma^2."""
     p = fokker.SubVP()
     d = fokker.Denoiser(lambda x, c: torch.sin(x) * c[:, None], p, prediction="x0")
     x0, noise = torch.randn(16, 4, generator=gen, dtype=F64), torch.randn(16, 4, generator=gen, dtype=F64)
@@ -159,7 +159,7 @@ def gauss_hermite_nodes(dim: int, n: int = 3) -> tuple[torch.Tensor, torch.Tenso
 )
 def test_score_losses_share_one_scale(process, weighting):
     """DSM, SSM and ISM are all the weighted Fisher divergence 1/2 lambda(t) E||s - grad log p_t||^2 / D up to
-    a constant in the model (notes 002, eqs. 1.7.8-1.7.13; Vincent 2011; Hyvarinen 2005), so for any two
+    a constant in the model (Hyvarinen 2005, Thm. 1; Vincent 2011; Song & Ermon 2019, eq. 5), so for any two
     models m1, m2 each loss's E[L(m1)] - E[L(m2)] is the same number, that of the Fisher divergences.
     Linear diagonal scores on a Gaussian make every integrand quadratic in (x_0, eps) and v' J v = tr J for
     Rademacher v, so Gauss-Hermite quadrature gives the expectations exactly (relative error ~1e-15; a loss

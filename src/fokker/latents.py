@@ -7,6 +7,8 @@ sec. 4.3 and app. D): diffuse both images to x_t, mix linearly, denoise by the r
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from fokker.denoiser import Denoiser
@@ -16,46 +18,43 @@ from fokker.samplers.noise import rand, randn
 from fokker.samplers.ode import Drift, smallest_time, solve
 
 INTERPOLATIONS = ("slerp", "ddpm")
+TOLERANCE = 1e-5  # default rtol and atol of the adaptive solve
 
 
-def _flow(denoiser: Denoiser, x: torch.Tensor, t0: float, t1: float, rtol: float, atol: float, model_kwargs) -> dict:
+def _flow(
+    denoiser: Denoiser,
+    x: torch.Tensor,
+    to_prior: bool,
+    *,
+    rtol: float = TOLERANCE,
+    atol: float = TOLERANCE,
+    t_eps: float | None = None,
+    model_kwargs: dict | None = None,
+) -> tuple[torch.Tensor, dict]:
+    """x carried by the probability-flow ODE from t_eps to 1 (`to_prior`) or from 1 back to t_eps, and
+    {"nfe", "accepted", "rejected", "t_eps"}."""
+    t_eps = smallest_time(denoiser.process) if t_eps is None else t_eps
     if rtol <= 0 or atol <= 0:
         raise UserError(f"rtol and atol must be positive, got {rtol} and {atol}")
+    t0, t1 = (t_eps, 1.0) if to_prior else (1.0, t_eps)
     drift, nfe0 = Drift(denoiser, model_kwargs or {}), denoiser.nfe
     with torch.no_grad():
         y = solve(drift, x, t0, t1, rtol, atol)
-    return {"x": y, "nfe": denoiser.nfe - nfe0, "accepted": drift.accepted, "rejected": drift.rejected}
+    return y, {"nfe": denoiser.nfe - nfe0, "accepted": drift.accepted, "rejected": drift.rejected, "t_eps": t_eps}
 
 
-def encode(
-    denoiser: Denoiser,
-    x: torch.Tensor,
-    *,
-    rtol: float = 1e-5,
-    atol: float = 1e-5,
-    t_eps: float | None = None,
-    model_kwargs: dict | None = None,
-) -> tuple[torch.Tensor, dict]:
+def encode(denoiser: Denoiser, x: torch.Tensor, **options: Any) -> tuple[torch.Tensor, dict]:
     """(z, info): x at t_eps carried to t = 1 by the probability-flow ODE (Song et al. 2021, eq. 13),
-    adaptively (dopri5) to rtol / atol. info has "nfe" and the accepted / rejected steps."""
-    t_eps = smallest_time(denoiser.process) if t_eps is None else t_eps
-    info = _flow(denoiser, x, t_eps, 1.0, rtol, atol, model_kwargs)
-    return info.pop("x"), {**info, "t_eps": t_eps}
+    adaptively (dopri5). Options: rtol and atol (default 1e-5), t_eps (default the process's smallest
+    time, 1 / T for a discrete process), model_kwargs. info has "nfe", the accepted / rejected steps and
+    "t_eps"."""
+    return _flow(denoiser, x, True, **options)
 
 
-def decode(
-    denoiser: Denoiser,
-    z: torch.Tensor,
-    *,
-    rtol: float = 1e-5,
-    atol: float = 1e-5,
-    t_eps: float | None = None,
-    model_kwargs: dict | None = None,
-) -> tuple[torch.Tensor, dict]:
-    """(x, info): z at t = 1 carried back to t_eps by the probability-flow ODE, the inverse of `encode`."""
-    t_eps = smallest_time(denoiser.process) if t_eps is None else t_eps
-    info = _flow(denoiser, z, 1.0, t_eps, rtol, atol, model_kwargs)
-    return info.pop("x"), {**info, "t_eps": t_eps}
+def decode(denoiser: Denoiser, z: torch.Tensor, **options: Any) -> tuple[torch.Tensor, dict]:
+    """(x, info): z at t = 1 carried back to t_eps by the probability-flow ODE, the inverse of `encode`,
+    with its options (rtol, atol, t_eps, model_kwargs) and info."""
+    return _flow(denoiser, z, False, **options)
 
 
 def slerp(a: torch.Tensor, b: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -95,9 +94,20 @@ def interpolate(
     to 0 (on `steps` of the grid, all of a discrete process's by default) with the same noise for every
     w. Larger t: more mixing, less faithful ends. Options of one method only (slerp: rtol, atol, default
     1e-5; ddpm: t, default 0.5, steps, generator) are refused with the other, where they would do nothing."""
+    own = {"slerp": {"rtol": rtol, "atol": atol}, "ddpm": {"t": t, "steps": steps, "generator": generator}}
+    _check_interpolation(method, own, num, a, b)
+    weights = torch.linspace(0, 1, num, dtype=torch.float64)
+    if method == "slerp":
+        return _slerp_interpolation(denoiser, a, b, weights, rtol, atol, model_kwargs)
+    t = 0.5 if t is None else t
+    return _ddpm_interpolation(denoiser, a, b, weights, t, steps, generator, model_kwargs, progress)
+
+
+def _check_interpolation(method: str, own: dict[str, dict], num: int, a: torch.Tensor, b: torch.Tensor) -> None:
+    """A UserError for an unknown method, an option (given, not None) of the other method, num < 2, or
+    endpoints of different shapes."""
     if method not in INTERPOLATIONS:
         raise UserError(f"unknown interpolation {method!r}; expected one of {INTERPOLATIONS}")
-    own = {"slerp": {"rtol": rtol, "atol": atol}, "ddpm": {"t": t, "steps": steps, "generator": generator}}
     for other, options in own.items():
         given = [k for k, v in options.items() if v is not None]
         if other != method and given:
@@ -106,23 +116,24 @@ def interpolate(
         raise UserError(f"num must be at least 2, got {num}")
     if a.shape != b.shape:
         raise UserError(f"a and b must have one shape, got {tuple(a.shape)} and {tuple(b.shape)}")
-    weights = torch.linspace(0, 1, num, dtype=torch.float64)
-    if method == "slerp":
-        tol = {
-            "rtol": 1e-5 if rtol is None else rtol,
-            "atol": 1e-5 if atol is None else atol,
-            "model_kwargs": model_kwargs,
-        }
-        z, info = encode(denoiser, torch.stack([a, b]), **tol)
-        x, back = decode(denoiser, slerp(z[0], z[1], weights), **tol)
-        return x, {"nfe": info["nfe"] + back["nfe"], "weights": weights}
-    t = 0.5 if t is None else t
-    return _ddpm_interpolation(denoiser, a, b, weights, t, steps, generator, model_kwargs, progress)
+
+
+def _slerp_interpolation(denoiser, a, b, weights, rtol, atol, model_kwargs) -> tuple[torch.Tensor, dict]:
+    """Encode a and b, interpolate the encodings spherically at `weights`, decode."""
+    tol = {
+        "rtol": TOLERANCE if rtol is None else rtol,
+        "atol": TOLERANCE if atol is None else atol,
+        "model_kwargs": model_kwargs,
+    }
+    z, info = encode(denoiser, torch.stack([a, b]), **tol)
+    x, back = decode(denoiser, slerp(z[0], z[1], weights), **tol)
+    return x, {"nfe": info["nfe"] + back["nfe"], "weights": weights}
 
 
 def _ddpm_interpolation(
     denoiser, a, b, weights, t, steps, generator, model_kwargs, progress
 ) -> tuple[torch.Tensor, dict]:
+    """Diffuse a and b to x_t, mix linearly at `weights`, denoise by DDPM from t with one noise for all."""
     process = denoiser.process
     if not 0 < t <= 1:
         raise UserError(f"t must be in (0, 1], got {t}")
