@@ -227,14 +227,14 @@ def test_mnist_shapes_range_counts_and_partition() -> None:
 
 
 def test_mnist_split_is_fixed_and_cached() -> None:
-    from fokker import data as data_module
+    from fokker.data import packaged
 
     a = load_dataset("mnist", split="test")
     torch.manual_seed(5)
     np.random.seed(5)
     b = load_dataset("mnist", split="test", seed=11)
     assert torch.equal(a.data, b.data) and torch.equal(a.labels, b.labels)
-    assert data_module._mnist_table() is data_module._mnist_table()
+    assert packaged._mnist_table() is packaged._mnist_table()
 
 
 def test_mnist_resize_and_channels() -> None:
