@@ -65,7 +65,7 @@ def square_array(img, size: int, channels: int) -> np.ndarray:
     """A Pillow image as uint8 (size, size, channels): grey (1) or RGB (3), the shorter side resized to
     `size` and the centre cropped."""
     img = resize_crop(to_mode(img, "L" if channels == 1 else "RGB"), size)
-    return np.asarray(img, dtype=np.uint8).reshape(size, size, channels)
+    return np.array(img, dtype=np.uint8).reshape(size, size, channels)  # a writable copy for torch
 
 
 def load_image(path: str | Path, shape: tuple[int, ...]) -> torch.Tensor:
