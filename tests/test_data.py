@@ -36,6 +36,46 @@ def test_dataset_names_lists_builtins() -> None:
     assert dataset_names() == [*TOYS, "mixture", "gaussian16", "digits", "mnist"]
 
 
+def test_registry_maps_every_name_to_its_loader() -> None:
+    from fokker.data import DATASETS
+
+    assert list(DATASETS) == dataset_names()
+    for name in DATASETS:
+        assert load_dataset(name, split="test", num_points=10).name == name
+
+
+def test_split_rows_holds_out_per_class_in_a_fixed_order() -> None:
+    from fokker.data.splits import split_rows
+
+    labels = np.repeat([2, 0, 1], [10, 20, 5])
+    train = split_rows("train", labels, lambda n: n // 5)
+    test = split_rows("test", labels, lambda n: n // 5)
+    assert np.array_equal(np.sort(np.concatenate([train, test])), np.arange(35))
+    assert np.bincount(labels[test]).tolist() == [4, 1, 2]
+    perm = np.random.default_rng(0).permutation(35)
+    assert np.array_equal(test, [i for i in perm if i in set(test)])  # permutation order
+    assert np.array_equal(train, [i for i in perm if i in set(train)])
+    # image folders: train is every row, test the first rows of the permutation, sorted
+    assert np.array_equal(split_rows("train", labels, lambda n: 3, test_in_train=True), np.arange(35))
+    assert np.array_equal(
+        split_rows("test", np.zeros(35, np.int64), lambda n: 3, test_in_train=True), np.sort(perm[:3])
+    )
+
+
+def test_load_image_matches_a_folder_of_that_image(tmp_path: Path) -> None:
+    from fokker.data import load_image
+
+    f = _save(tmp_path / "a" / "x.png", np.random.default_rng(1).integers(0, 256, (20, 30, 3), np.uint8))
+    for channels in (1, 3):
+        one = load_image(f, (channels, 8, 8))
+        assert one.shape == (channels, 8, 8) and one.dtype == torch.float32
+        assert torch.equal(one, load_dataset(str(f.parent), image_size=8, channels=channels).data[0])
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not an image")
+    with pytest.raises(UserError, match=r"cannot read image .*bad\.png"):
+        load_image(bad, (1, 8, 8))
+
+
 @pytest.mark.parametrize(("name", "dim"), [("mixture", 2), ("gaussian16", 16)])
 def test_analytic_target_data_sets(name: str, dim: int) -> None:
     """Drawn from their exact distribution, reproducibly per (split, seed), the splits and seeds differing."""
@@ -227,14 +267,14 @@ def test_mnist_shapes_range_counts_and_partition() -> None:
 
 
 def test_mnist_split_is_fixed_and_cached() -> None:
-    from fokker import data as data_module
+    from fokker.data import packaged
 
     a = load_dataset("mnist", split="test")
     torch.manual_seed(5)
     np.random.seed(5)
     b = load_dataset("mnist", split="test", seed=11)
     assert torch.equal(a.data, b.data) and torch.equal(a.labels, b.labels)
-    assert data_module._mnist_table() is data_module._mnist_table()
+    assert packaged._mnist_table() is packaged._mnist_table()
 
 
 def test_mnist_resize_and_channels() -> None:

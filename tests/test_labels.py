@@ -29,7 +29,7 @@ from fokker.viz import class_rows
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
-# 8 Gaussians on a circle, centre k at angle k pi / 4 (fokker.data._load_toy): a 64 x 2 MLP learns the
+# 8 Gaussians on a circle, centre k at angle k pi / 4 (fokker.data.toys.eight_gaussians): a 64 x 2 MLP learns the
 # classes in 600 steps (~4 s); measured: 100% of DDIM-20 samples of every class land nearest their centre
 GAUSS8 = ["data.name=8gaussians", "model.conditional=true", "model.network.hidden=64", "model.network.depth=2"]
 GAUSS8 += ["data.num_points=2000", "train.batch_size=128", "train.warmup=20", "sample.num=16", "sample.steps=5"]
