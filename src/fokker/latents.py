@@ -11,9 +11,9 @@ import torch
 
 from fokker.denoiser import Denoiser
 from fokker.errors import UserError
+from fokker.flow import Drift, solve
+from fokker.noise import rand, randn
 from fokker.samplers import get_sampler, time_grid
-from fokker.samplers.noise import rand, randn
-from fokker.samplers.ode import Drift, smallest_time, solve
 
 INTERPOLATIONS = ("slerp", "ddpm")
 
@@ -38,7 +38,7 @@ def encode(
 ) -> tuple[torch.Tensor, dict]:
     """(z, info): x at t_eps carried to t = 1 by the probability-flow ODE (Song et al. 2021, eq. 13),
     adaptively (dopri5) to rtol / atol. info has "nfe" and the accepted / rejected steps."""
-    t_eps = smallest_time(denoiser.process) if t_eps is None else t_eps
+    t_eps = denoiser.process.first_time if t_eps is None else t_eps
     info = _flow(denoiser, x, t_eps, 1.0, rtol, atol, model_kwargs)
     return info.pop("x"), {**info, "t_eps": t_eps}
 
@@ -53,7 +53,7 @@ def decode(
     model_kwargs: dict | None = None,
 ) -> tuple[torch.Tensor, dict]:
     """(x, info): z at t = 1 carried back to t_eps by the probability-flow ODE, the inverse of `encode`."""
-    t_eps = smallest_time(denoiser.process) if t_eps is None else t_eps
+    t_eps = denoiser.process.first_time if t_eps is None else t_eps
     info = _flow(denoiser, z, 1.0, t_eps, rtol, atol, model_kwargs)
     return info.pop("x"), {**info, "t_eps": t_eps}
 

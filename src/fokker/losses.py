@@ -23,8 +23,8 @@ import torch
 
 from fokker.denoiser import PREDICTIONS, Denoiser, from_x0_eps, to_x0_eps
 from fokker.errors import UserError
+from fokker.noise import randn
 from fokker.processes import Process, expand_as
-from fokker.samplers.noise import randn
 from fokker.vlb import check_bound_grid, model_step_nll
 
 WEIGHTINGS = ("sigma2", "likelihood")
