@@ -105,6 +105,23 @@ def test_posterior_one_step_is_ddpm_mu_tilde_beta_tilde():
     assert (c_t.item(), c_0.item(), var.item()) == (0.0, pytest.approx(1.0, abs=1e-12), 0.0)
 
 
+@pytest.mark.parametrize("name", PROCESSES)
+def test_posterior_variance_and_first_time(name):
+    """beta-tilde = var sigma_s^2 / sigma_t^2 is the posterior's variance and the low end of the learned range;
+    times go later first, by position or keyword; first_time is 1 / T on a grid, else t_min."""
+    p = PROCESSES[name]()
+    t = torch.linspace(0.1, 1.0, 7, dtype=F64)
+    s = 0.6 * t
+    beta_tilde = p.posterior_variance(t, s)
+    assert torch.equal(beta_tilde, p.posterior_coefficients(t, s)[2])
+    assert torch.equal(beta_tilde, p.posterior_variance(s=s, t=t))
+    assert torch.equal(torch.log(beta_tilde), p.log_variance_range(t, s)[0])
+    var = p.transition(t, s)[1]
+    assert torch.allclose(beta_tilde, var * p.sigma(s) ** 2 / p.sigma(t) ** 2, rtol=1e-12, atol=0)
+    assert (beta_tilde < var).all()
+    assert p.first_time == (1.0 / p.T if p.T is not None else p.t_min)
+
+
 def test_sde_coefficients_closed_forms():
     t = torch.tensor([0.1, 0.5, 1.0], dtype=F64)
     ve = VE(0.01, 50.0)
