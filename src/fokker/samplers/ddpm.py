@@ -64,7 +64,9 @@ def ddpm(
 
 
 @register("ddim")
-def ddim(denoiser: Denoiser, x: torch.Tensor, times: torch.Tensor, run: Run, *, eta: float = 0.0):
+def ddim(
+    denoiser: Denoiser, x: torch.Tensor, times: torch.Tensor, run: Run, *, eta: float = 0.0
+) -> tuple[torch.Tensor, dict]:
     """DDIM (Song, Meng & Ermon 2021, eq. 12 and 16): x_s = alpha_s x0_hat + sqrt(sigma_s^2 - std^2) eps_hat
     + std z with std = eta sqrt(beta-tilde). eta = 0 is deterministic; eta = 1 is ancestral sampling
     with beta-tilde. eta sets the step's variance, so a model's learned variance has no role here: such a

@@ -22,7 +22,9 @@ METHODS = ("euler", "heun", "dopri5")
 euler_coefficients = partial(reverse_euler, ode=True)  # x_s = x - (t - s) (f - g^2 / 2 score)
 
 
-def euler(denoiser: Denoiser, x: torch.Tensor, times: torch.Tensor, denoise: bool, run: Run):
+def euler(
+    denoiser: Denoiser, x: torch.Tensor, times: torch.Tensor, denoise: bool, run: Run
+) -> tuple[torch.Tensor, dict]:
     """Euler's method on the grid, folded into the step table:
 
     for t, s in zip(times[:-1], times[1:]):
@@ -31,7 +33,9 @@ def euler(denoiser: Denoiser, x: torch.Tensor, times: torch.Tensor, denoise: boo
 
 
 @torch.no_grad()
-def heun(denoiser: Denoiser, x: torch.Tensor, times: torch.Tensor, denoise: bool, run: Run):
+def heun(
+    denoiser: Denoiser, x: torch.Tensor, times: torch.Tensor, denoise: bool, run: Run
+) -> tuple[torch.Tensor, dict]:
     """Heun's method (Karras et al. 2022, Alg. 1) on the grid. A step onto a time with sigma = 0 is an Euler
     step; with `denoise`, the step onto t = 0 returns x0_hat:
 
@@ -56,7 +60,9 @@ def heun(denoiser: Denoiser, x: torch.Tensor, times: torch.Tensor, denoise: bool
 
 
 @torch.no_grad()
-def dopri5(denoiser: Denoiser, x: torch.Tensor, times: torch.Tensor, denoise: bool, run: Run, rtol: float, atol: float):
+def dopri5(
+    denoiser: Denoiser, x: torch.Tensor, times: torch.Tensor, denoise: bool, run: Run, rtol: float, atol: float
+) -> tuple[torch.Tensor, dict]:
     """Adaptive Dormand-Prince 5(4) from times[0] to times[-1] (only the ends of the grid are used), the
     end raised to the process's `first_time` (the lowest trained time), from which `denoise` takes x0_hat
     when the grid ends at t = 0. callback(k, x, x0_hat) runs after each accepted step k with the state at the

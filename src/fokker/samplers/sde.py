@@ -68,7 +68,9 @@ def langevin_corrector(denoiser: Denoiser, snr: float, n_steps: int, run: Run) -
 
 
 @register("euler_maruyama")
-def euler_maruyama(denoiser: Denoiser, x: torch.Tensor, times: torch.Tensor, run: Run, *, denoise: bool = True):
+def euler_maruyama(
+    denoiser: Denoiser, x: torch.Tensor, times: torch.Tensor, run: Run, *, denoise: bool = True
+) -> tuple[torch.Tensor, dict]:
     """Euler-Maruyama on the reverse SDE (Song et al. 2021, eq. 6). With `denoise` the step onto t = 0
     returns x0_hat (Tweedie) instead of an Euler-Maruyama step. The SDE's own noise g sqrt(dt) is the
     step's: a learned reverse variance (a DDPM posterior's) has no role here, so such a model samples

@@ -85,7 +85,9 @@ def step_table(
     return steps
 
 
-def _add_noise(x_next: torch.Tensor, x: torch.Tensor, step: Step, var_frac: torch.Tensor | None, run: Run):
+def _add_noise(
+    x_next: torch.Tensor, x: torch.Tensor, step: Step, var_frac: torch.Tensor | None, run: Run
+) -> torch.Tensor:
     """x_next plus the step's noise z (of x's shape, device and dtype): std z, or for a learned variance
     exp((f log beta + (1 - f) log beta-tilde) / 2) z with f = var_frac (Nichol & Dhariwal 2021, eq. 15)."""
     if step.log_var is not None:
@@ -98,7 +100,9 @@ def _add_noise(x_next: torch.Tensor, x: torch.Tensor, step: Step, var_frac: torc
 
 
 @torch.no_grad()
-def run_table(denoiser: Denoiser, x: torch.Tensor, steps: list[Step], run: Run, before: Hook | None = None):
+def run_table(
+    denoiser: Denoiser, x: torch.Tensor, steps: list[Step], run: Run, before: Hook | None = None
+) -> tuple[torch.Tensor, dict]:
     """The loop (the module docstring's). Without clipping or a callback, which need x0_hat itself, each step
     is two tensor operations on the network's output (plus the noise); otherwise x0_hat and eps_hat are
     formed. `before(k, step, x)` runs at the start of each step (the corrector of predictor-corrector
