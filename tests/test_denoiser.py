@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from fokker import VE, VP, Denoiser
-from fokker.denoiser import PREDICTIONS, from_x0_eps, to_x0_eps
+from fokker.denoiser import PREDICTIONS, from_x0_eps, linear_coefficients, to_x0_eps
 from fokker.errors import UserError
 from fokker.targets import GaussianTarget, exact_denoiser
 
@@ -26,6 +26,20 @@ def test_conversions_round_trip(process, pred, other, gen):
     assert torch.allclose(
         from_x0_eps(*to_x0_eps(out2, x, alpha, sigma, other), alpha, sigma, pred), out, atol=1e-10, rtol=1e-10
     )
+
+
+@pytest.mark.parametrize("pred", PREDICTIONS)
+def test_linear_coefficients_are_the_conversions(pred, gen):
+    """The folded sampler step's coefficients (x0 = a0 x + b0 out, eps = a1 x + b1 out) come from the same
+    table as to_x0_eps and give the same (x0, eps)."""
+    process = VP(T=1000)
+    t = torch.rand(16, generator=gen, dtype=F64) * 0.98 + 0.01
+    alpha, sigma = process.alpha(t)[:, None], process.sigma(t)[:, None]
+    x, out = torch.randn(16, 5, generator=gen, dtype=F64), torch.randn(16, 5, generator=gen, dtype=F64)
+    a0, b0, a1, b1 = linear_coefficients(alpha, sigma, pred)
+    x0, eps = to_x0_eps(out, x, alpha, sigma, pred)
+    assert torch.allclose(a0 * x + b0 * out, x0, rtol=1e-12, atol=1e-12)
+    assert torch.allclose(a1 * x + b1 * out, eps, rtol=1e-12, atol=1e-12)
 
 
 def test_tweedie_relations_explicitly(gen):

@@ -10,7 +10,6 @@ import fokker as fk
 from fokker.config import apply_overrides, load_preset, validate
 from fokker.errors import UserError
 from fokker.samplers import check_options, get_sampler, uses_grid
-from fokker.samplers.ode import smallest_time
 from fokker.targets import GaussianMixture, exact_denoiser
 from fokker.train import train
 
@@ -153,7 +152,7 @@ def test_dopri5_never_evaluates_the_model_below_its_lowest_trained_time(process)
     seen = []
     d = fk.Denoiser(lambda x, t: seen.append(t.min().item()) or exact.fn(x, t), process)
     _, info = draw(d, "ode", method="dopri5", rtol=1e-4, atol=1e-4)
-    lowest = smallest_time(process)
+    lowest = process.first_time
     assert lowest == (1 / process.T if process.T else process.t_min) and info["t_end"] == lowest
     assert min(seen) == pytest.approx(lowest, rel=1e-12) and min(seen) >= lowest, (min(seen), lowest)
 

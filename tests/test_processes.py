@@ -32,7 +32,7 @@ def test_composed_one_step_kernels_give_closed_form_marginal(T, schedule):
     assert torch.allclose(torch.stack(means), p.alpha(t), rtol=1e-11, atol=0)
     assert torch.allclose(torch.stack(variances), p.sigma(t) ** 2, rtol=1e-11, atol=1e-300)
     # and the process's own one-step transition is (sqrt(1 - beta_i), beta_i)
-    a, var = p.transition(t[:-1], t[1:])
+    a, var = p.transition(t=t[1:], s=t[:-1])
     assert torch.allclose(a, torch.sqrt(1 - betas), rtol=1e-12)
     assert torch.allclose(var, betas, rtol=1e-10)
 
@@ -95,14 +95,31 @@ def test_posterior_one_step_is_ddpm_mu_tilde_beta_tilde():
     abar = torch.cumprod(1 - betas, 0)
     i = torch.arange(2, 1001)  # t index; s = i - 1
     t, s = i.to(F64) / 1000, (i - 1).to(F64) / 1000
-    c_t, c_0, var = p.posterior_coefficients(s, t)
+    c_t, c_0, var = p.posterior_coefficients(t, s)
     ab_t, ab_s, b = abar[i - 1], abar[i - 2], betas[i - 1]
     assert torch.allclose(c_0, ab_s.sqrt() * b / (1 - ab_t), rtol=1e-9)
     assert torch.allclose(c_t, (1 - b).sqrt() * (1 - ab_s) / (1 - ab_t), rtol=1e-9)
     assert torch.allclose(var, (1 - ab_s) / (1 - ab_t) * b, rtol=1e-9)
     # at the first step the posterior collapses onto x0: c_t = 0, c_0 = 1, var = 0
-    c_t, c_0, var = p.posterior_coefficients(torch.tensor(0.0, dtype=F64), torch.tensor(1e-3, dtype=F64))
+    c_t, c_0, var = p.posterior_coefficients(t=torch.tensor(1e-3, dtype=F64), s=torch.tensor(0.0, dtype=F64))
     assert (c_t.item(), c_0.item(), var.item()) == (0.0, pytest.approx(1.0, abs=1e-12), 0.0)
+
+
+@pytest.mark.parametrize("name", PROCESSES)
+def test_posterior_variance_and_first_time(name):
+    """beta-tilde = var sigma_s^2 / sigma_t^2 is the posterior's variance and the low end of the learned range;
+    times go later first, by position or keyword; first_time is 1 / T on a grid, else t_min."""
+    p = PROCESSES[name]()
+    t = torch.linspace(0.1, 1.0, 7, dtype=F64)
+    s = 0.6 * t
+    beta_tilde = p.posterior_variance(t, s)
+    assert torch.equal(beta_tilde, p.posterior_coefficients(t, s)[2])
+    assert torch.equal(beta_tilde, p.posterior_variance(s=s, t=t))
+    assert torch.equal(torch.log(beta_tilde), p.log_variance_range(t, s)[0])
+    var = p.transition(t, s)[1]
+    assert torch.allclose(beta_tilde, var * p.sigma(s) ** 2 / p.sigma(t) ** 2, rtol=1e-12, atol=0)
+    assert (beta_tilde < var).all()
+    assert p.first_time == (1.0 / p.T if p.T is not None else p.t_min)
 
 
 def test_sde_coefficients_closed_forms():

@@ -1,7 +1,7 @@
 """The Denoiser: any callable fn(x, t) plus a process plus what fn predicts.
 
-Tweedie's formula ties the four things a network may predict (notes 002, sec. on Tweedie;
-Song et al. 2021, eq. 13; Salimans & Ho 2022, eq. 9), with x_t = alpha x_0 + sigma eps:
+Tweedie's formula ties the four things a network may predict (Efron 2011; Song et al. 2021, eq. 13;
+Salimans & Ho 2022, eq. 9), with x_t = alpha x_0 + sigma eps:
 
     score = -eps / sigma,   x_0 = (x_t - sigma eps) / alpha,   v = alpha eps - sigma x_0
 """
@@ -9,6 +9,7 @@ Song et al. 2021, eq. 13; Salimans & Ho 2022, eq. 9), with x_t = alpha x_0 + sig
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 
@@ -23,52 +24,76 @@ REVERSE_VARIANCES = ("beta_tilde", "beta", "learned")  # the variance of a rever
 Coef = torch.Tensor | float
 
 
+def _const(c: Coef, k: int) -> bool:
+    """Whether c is the time-independent constant k of the table (a python int, not a float or tensor)."""
+    return isinstance(c, int) and c == k
+
+
+class Linear(NamedTuple):
+    """(a u + b w) / den: one quantity as a linear combination of two others. The table's constants 0, 1
+    and -1 (python ints) are not multiplied out, nor a den of 1 divided by."""
+
+    a: Coef
+    b: Coef
+    den: Coef = 1
+
+    def __call__(self, u: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        pairs = ((c, z) for c, z in ((self.a, u), (self.b, w)) if not _const(c, 0))
+        kept = [z if _const(c, 1) else -z if _const(c, -1) else c * z for c, z in pairs]
+        out = kept[0] if len(kept) == 1 else kept[0] + kept[1]
+        return out if _const(self.den, 1) else out / self.den
+
+    def coefficients(self) -> tuple[Coef, Coef]:
+        """(a / den, b / den), the combination with the denominator folded in."""
+        if _const(self.den, 1):
+            return tuple(float(c) if isinstance(c, int) else c for c in (self.a, self.b))
+        return tuple(0.0 if _const(c, 0) else c / self.den for c in (self.a, self.b))
+
+
+class Parameterisation(NamedTuple):
+    """A prediction type at x_t = alpha x_0 + sigma eps: x_0 and eps from (x_t, out), and out from (x_0, eps)."""
+
+    x0: Linear
+    eps: Linear
+    out: Linear
+
+
+def parameterisation(alpha: Coef, sigma: Coef, prediction: str) -> Parameterisation:
+    """The one table of the four prediction types (Song et al. 2021, eq. 13; Salimans & Ho 2022, sec. 4), from
+    x_t = alpha x_0 + sigma eps, score = -eps / sigma and v = alpha eps - sigma x_0. For v, solving the two
+    gives x_0 = (alpha x - sigma v) / r, eps = (sigma x + alpha v) / r with r = alpha^2 + sigma^2 (1 for VP)."""
+    if prediction == "eps":
+        return Parameterisation(Linear(1, -sigma, alpha), Linear(0, 1), Linear(0, 1))
+    if prediction == "x0":
+        return Parameterisation(Linear(0, 1), Linear(1, -alpha, sigma), Linear(1, 0))
+    if prediction == "v":
+        r = alpha * alpha + sigma * sigma
+        return Parameterisation(Linear(alpha, -sigma, r), Linear(sigma, alpha, r), Linear(-sigma, alpha))
+    if prediction == "score":
+        return Parameterisation(Linear(1, sigma * sigma, alpha), Linear(0, -sigma), Linear(0, -1, sigma))
+    raise UserError(f"unknown prediction {prediction!r}; expected one of {PREDICTIONS}")
+
+
 def to_x0_eps(
     out: torch.Tensor, x: torch.Tensor, alpha: Coef, sigma: Coef, prediction: str
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(x_0, eps) from a prediction of type `prediction` at x_t = x. alpha and sigma broadcast against x.
-
-    v: solving x = alpha x0 + sigma eps, v = alpha eps - sigma x0 gives
-    x0 = (alpha x - sigma v) / r, eps = (sigma x + alpha v) / r with r = alpha^2 + sigma^2 (= 1 for VP)."""
-    if prediction == "eps":
-        return (x - sigma * out) / alpha, out
-    if prediction == "x0":
-        return out, (x - alpha * out) / sigma
-    if prediction == "v":
-        r = alpha * alpha + sigma * sigma
-        return (alpha * x - sigma * out) / r, (sigma * x + alpha * out) / r
-    if prediction == "score":
-        return (x + sigma * sigma * out) / alpha, -sigma * out
-    raise UserError(f"unknown prediction {prediction!r}; expected one of {PREDICTIONS}")
+    """(x_0, eps) from a prediction of type `prediction` at x_t = x (`parameterisation`); alpha and sigma
+    broadcast against x."""
+    table = parameterisation(alpha, sigma, prediction)
+    return table.x0(x, out), table.eps(x, out)
 
 
 def linear_coefficients(alpha: Coef, sigma: Coef, prediction: str) -> tuple[Coef, Coef, Coef, Coef]:
     """(a0, b0, a1, b1) with x_0 = a0 x + b0 out and eps = a1 x + b1 out: `to_x0_eps` is linear in
     (x, out) for every prediction type, so a sampler step that is linear in (x_0, eps) folds into
-    one update x_s = A x + B out with coefficients computed before the loop."""
-    if prediction == "eps":
-        return 1 / alpha, -sigma / alpha, 0.0 * alpha, 1.0 + 0.0 * alpha
-    if prediction == "x0":
-        return 0.0 * sigma, 1.0 + 0.0 * sigma, 1 / sigma, -alpha / sigma
-    if prediction == "v":
-        r = alpha * alpha + sigma * sigma
-        return alpha / r, -sigma / r, sigma / r, alpha / r
-    if prediction == "score":
-        return 1 / alpha, sigma * sigma / alpha, 0.0 * sigma, -sigma
-    raise UserError(f"unknown prediction {prediction!r}; expected one of {PREDICTIONS}")
+    one update x_s = fold_x x + fold_out out with coefficients computed before the loop."""
+    table = parameterisation(alpha, sigma, prediction)
+    return (*table.x0.coefficients(), *table.eps.coefficients())
 
 
 def from_x0_eps(x0: torch.Tensor, eps: torch.Tensor, alpha: Coef, sigma: Coef, prediction: str) -> torch.Tensor:
     """The quantity of type `prediction` given (x_0, eps): the inverse of `to_x0_eps`."""
-    if prediction == "eps":
-        return eps
-    if prediction == "x0":
-        return x0
-    if prediction == "v":
-        return alpha * eps - sigma * x0
-    if prediction == "score":
-        return -eps / sigma
-    raise UserError(f"unknown prediction {prediction!r}; expected one of {PREDICTIONS}")
+    return parameterisation(alpha, sigma, prediction).out(x0, eps)
 
 
 class Denoiser:
@@ -77,8 +102,8 @@ class Denoiser:
     fn(x, c, **model_kwargs) gets the noise conditioning c of shape (batch,):
     "time" t in [0, 1] (default), "index" t * T (DDPM's step number), "sigma" or "log_sigma".
     `clip` = (lo, hi) clamps predicted x_0 to the data range (eps is then recomputed from it).
-    `variance` = "learned": fn also outputs v, the interpolation of the reverse variance between
-    beta and beta-tilde (Nichol & Dhariwal 2021, eq. 15), as the second half of its channels (dim 1);
+    `variance` = "learned": fn also outputs var_frac (Nichol & Dhariwal's v), the interpolation of the reverse
+    variance between beta and beta-tilde (Nichol & Dhariwal 2021, eq. 15), as the second half of its channels (dim 1);
     `raw` and `predict` return the first half, `raw_and_variance` both. `nfe` counts evaluations of fn.
     """
 
@@ -105,7 +130,7 @@ class Denoiser:
 
     @property
     def learned_variance(self) -> bool:
-        """Whether fn outputs the reverse-variance interpolation v besides its prediction."""
+        """Whether fn outputs the reverse-variance interpolation var_frac besides its prediction."""
         return self.variance == "learned"
 
     def reverse_variance(self, variance: str | None) -> str:
@@ -133,42 +158,33 @@ class Denoiser:
         return t.expand(x.shape[0]) if t.dim() == 0 else t
 
     def raw(
-        self, x: torch.Tensor, t: torch.Tensor | float, c: torch.Tensor | None = None, **model_kwargs
+        self, x: torch.Tensor, t: torch.Tensor | float, cond: torch.Tensor | None = None, **model_kwargs
     ) -> torch.Tensor:
-        """One evaluation of fn at (x, t): its prediction (without v when the variance is learned).
-        `c` is the precomputed conditioning (samplers hoist it)."""
-        return self.raw_and_variance(x, t, c, **model_kwargs)[0]
+        """One evaluation of fn at (x, t): its prediction (without the variance fraction when it is learned).
+        `cond` is the precomputed conditioning (samplers hoist it)."""
+        return self.raw_and_variance(x, t, cond, **model_kwargs)[0]
 
     def raw_and_variance(
-        self, x: torch.Tensor, t: torch.Tensor | float, c: torch.Tensor | None = None, **model_kwargs
+        self, x: torch.Tensor, t: torch.Tensor | float, cond: torch.Tensor | None = None, **model_kwargs
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """One evaluation of fn at (x, t): (prediction, v), v None unless the variance is learned."""
-        if c is None:
-            c = self.condition(self._batch_times(x, t)).to(device=x.device, dtype=x.dtype)
+        """One evaluation of fn at (x, t): (prediction, var_frac), var_frac None unless the variance is learned."""
+        if cond is None:
+            cond = self.condition(self._batch_times(x, t)).to(device=x.device, dtype=x.dtype)
         self.nfe += 1
-        out = self.fn(x, c, **model_kwargs)
+        out = self.fn(x, cond, **model_kwargs)
         if not self.learned_variance:
             return out, None
         if out.shape[1] != 2 * x.shape[1]:
             raise UserError(
                 f"a learned-variance model must output 2 x {x.shape[1]} channels (prediction, v), got {out.shape[1]}"
             )
-        pred, v = out.chunk(2, dim=1)
-        return pred, v
+        pred, var_frac = out.chunk(2, dim=1)
+        return pred, var_frac
 
-    def predict(
-        self,
-        x: torch.Tensor,
-        t: torch.Tensor | float,
-        *,
-        alpha: Coef | None = None,
-        sigma: Coef | None = None,
-        c: torch.Tensor | None = None,
-        **model_kwargs,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(x_0, eps) at x_t = x from one network evaluation. Samplers pass alpha, sigma and the
-        conditioning c precomputed for their grid; otherwise they come from the process."""
-        return self.predict_full(x, t, alpha=alpha, sigma=sigma, c=c, **model_kwargs)[:2]
+    def _coefficients(self, x: torch.Tensor, t: torch.Tensor | float) -> tuple[Coef, Coef]:
+        """alpha(t), sigma(t) broadcast against x."""
+        tb = self._batch_times(x, t)
+        return expand_as(self.process.alpha(tb), x), expand_as(self.process.sigma(tb), x)
 
     def predict_full(
         self,
@@ -177,22 +193,27 @@ class Denoiser:
         *,
         alpha: Coef | None = None,
         sigma: Coef | None = None,
-        c: torch.Tensor | None = None,
+        cond: torch.Tensor | None = None,
         **model_kwargs,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """(x_0, eps, v) from one network evaluation, v the learned-variance output (None if fixed)."""
+        """(x_0, eps, var_frac) at x_t = x from one network evaluation, var_frac the learned-variance output
+        (None if fixed). Samplers pass alpha, sigma and the conditioning `cond` precomputed for their grid;
+        otherwise they come from the process."""
         if alpha is None or sigma is None:
-            tb = self._batch_times(x, t)
-            alpha, sigma = expand_as(self.process.alpha(tb), x), expand_as(self.process.sigma(tb), x)
-        out, v = self.raw_and_variance(x, t, c, **model_kwargs)
+            alpha, sigma = self._coefficients(x, t)
+        out, var_frac = self.raw_and_variance(x, t, cond, **model_kwargs)
         x0, eps = to_x0_eps(out, x, alpha, sigma, self.prediction)
         if self.clip is not None:
             x0 = x0.clamp(*self.clip)
-            eps = (x - alpha * x0) / sigma
-        return x0, eps, v
+            eps = to_x0_eps(x0, x, alpha, sigma, "x0")[1]
+        return x0, eps, var_frac
+
+    def predict(self, x: torch.Tensor, t: torch.Tensor | float, **options) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x_0, eps) at x_t = x from one network evaluation: `predict_full` (same options) without var_frac."""
+        return self.predict_full(x, t, **options)[:2]
 
     def x0(self, x: torch.Tensor, t: torch.Tensor | float, **model_kwargs) -> torch.Tensor:
-        """E[x_0 | x_t] (Tweedie)."""
+        """E[x_0 | x_t] (Tweedie's formula; Efron 2011)."""
         return self.predict(x, t, **model_kwargs)[0]
 
     def eps(self, x: torch.Tensor, t: torch.Tensor | float, **model_kwargs) -> torch.Tensor:
@@ -200,13 +221,13 @@ class Denoiser:
         return self.predict(x, t, **model_kwargs)[1]
 
     def score(self, x: torch.Tensor, t: torch.Tensor | float, **model_kwargs) -> torch.Tensor:
-        """grad log p_t(x) = -eps / sigma (notes 002, Tweedie)."""
+        """grad log p_t(x) = -eps / sigma (Tweedie's formula; Song et al. 2021, eq. 13; Vincent 2011)."""
+        alpha, sigma = self._coefficients(x, t)
         eps = self.eps(x, t, **model_kwargs)
-        return -eps / expand_as(self.process.sigma(self._batch_times(x, t)), x)
+        return from_x0_eps(None, eps, alpha, sigma, "score")
 
     def v(self, x: torch.Tensor, t: torch.Tensor | float, **model_kwargs) -> torch.Tensor:
-        """v = alpha eps - sigma x_0 (Salimans & Ho 2022)."""
-        tb = self._batch_times(x, t)
-        alpha, sigma = expand_as(self.process.alpha(tb), x), expand_as(self.process.sigma(tb), x)
+        """v = alpha eps - sigma x_0 (Salimans & Ho 2022, sec. 4)."""
+        alpha, sigma = self._coefficients(x, t)
         x0, eps = self.predict(x, t, alpha=alpha, sigma=sigma, **model_kwargs)
-        return alpha * eps - sigma * x0
+        return from_x0_eps(x0, eps, alpha, sigma, "v")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from fokker.errors import UserError
-from fokker.samplers.noise import Generators, randn
+from fokker.noise import Generators, randn
 
 PROBES = ("rademacher", "gaussian")
 MAX_EXACT_DIM = 256  # the exact divergence costs one backward pass per dimension

@@ -13,9 +13,9 @@ import torch
 
 from fokker.denoiser import Denoiser
 from fokker.errors import UserError
+from fokker.flow import Drift, solve
+from fokker.noise import rand, randn
 from fokker.samplers import get_sampler, time_grid
-from fokker.samplers.noise import rand, randn
-from fokker.samplers.ode import Drift, smallest_time, solve
 
 INTERPOLATIONS = ("slerp", "ddpm")
 TOLERANCE = 1e-5  # default rtol and atol of the adaptive solve
@@ -33,7 +33,7 @@ def _flow(
 ) -> tuple[torch.Tensor, dict]:
     """x carried by the probability-flow ODE from t_eps to 1 (`to_prior`) or from 1 back to t_eps, and
     {"nfe", "accepted", "rejected", "t_eps"}."""
-    t_eps = smallest_time(denoiser.process) if t_eps is None else t_eps
+    t_eps = denoiser.process.first_time if t_eps is None else t_eps
     if rtol <= 0 or atol <= 0:
         raise UserError(f"rtol and atol must be positive, got {rtol} and {atol}")
     t0, t1 = (t_eps, 1.0) if to_prior else (1.0, t_eps)

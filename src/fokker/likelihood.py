@@ -31,8 +31,8 @@ import torch
 from fokker.denoiser import Denoiser
 from fokker.divergence import MAX_EXACT_DIM, check_probe, divergence, draw_probe
 from fokker.errors import UserError
-from fokker.samplers.noise import Generators, rand
-from fokker.samplers.ode import Drift, smallest_time, solve
+from fokker.flow import Drift, solve
+from fokker.noise import Generators, rand
 from fokker.vlb import vlb
 
 METHODS = ("vlb", "ode")
@@ -124,7 +124,7 @@ def ode_nll(
     if rtol <= 0 or atol <= 0:
         raise UserError(f"rtol and atol must be positive, got {rtol} and {atol}")
     process = denoiser.process
-    t_eps = smallest_time(process) if t_eps is None else float(t_eps)
+    t_eps = process.first_time if t_eps is None else float(t_eps)
     if not 0 < t_eps < 1:
         raise UserError(f"t_eps must be in (0, 1), got {t_eps}")
     z = _probe(x, x[0].numel(), divergence, probe, generator)
@@ -207,7 +207,7 @@ def likelihood_in_batches(
     within its tolerance, its steps being shared by a batch). Tensors come back on the CPU."""
     from tqdm.auto import tqdm
 
-    from fokker.samplers.noise import seeded_batches
+    from fokker.noise import seeded_batches
 
     if batch_size < 1:
         raise UserError(f"batch_size must be positive, got {batch_size}")

@@ -15,7 +15,6 @@ from fokker.errors import UserError
 from fokker.labels import resolve_classes
 from fokker.nets import build_network
 from fokker.processes import Process, process_from_config
-from fokker.samplers.ode import smallest_time
 
 EMBEDDING_RANGE = 1000.0  # the largest |time_scale * c| over the training times: 1000 t, t in [0, 1]
 
@@ -53,7 +52,7 @@ def embedding_time_scale(conditioning: str, process: Process) -> float:
     "index" 1000 / T, "sigma" 1000 / sigma(1), "log_sigma" 1000 / max |log sigma(t)|. c is monotone in t,
     so the maximum is at the first training time or at t = 1."""
     denoiser = Denoiser(lambda x, c: x, process, conditioning=conditioning)
-    ends = torch.tensor([smallest_time(process), 1.0], dtype=torch.float64)
+    ends = torch.tensor([process.first_time, 1.0], dtype=torch.float64)
     return float(f"{EMBEDDING_RANGE / denoiser.condition(ends).abs().max().item():.4g}")
 
 

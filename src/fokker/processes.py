@@ -13,6 +13,7 @@ import math
 import torch
 
 from fokker.errors import UserError
+from fokker.noise import randn
 from fokker.schedules import F64, as_time, snap_to_grid, vp_schedule
 
 Scalar = torch.Tensor | float
@@ -78,39 +79,51 @@ class Process:
         mean, std = self.marginal(x0, t)
         return mean + std * noise
 
-    def transition(self, s: Scalar, t: Scalar) -> tuple[torch.Tensor, torch.Tensor]:
-        """q(x_t | x_s) = N(a x_s, v I) for s < t: a = alpha_t / alpha_s, v = sigma_t^2 - a^2 sigma_s^2.
-        For s = t - 1/T on a VP grid, a = sqrt(1 - beta_t) and v = beta_t (Ho et al. 2020, eq. 2)."""
+    @property
+    def first_time(self) -> float:
+        """The earliest time the model is trained at, where a solve toward t = 0 stops: the first grid time
+        1 / T of a discrete process (sigma(1 / T), the lowest level of a VE ladder), else t_min. Below it the
+        network was never trained (and for VP, sigma(0) = 0 makes the probability-flow drift singular)."""
+        return 1.0 / self.T if self.T is not None else self.t_min
+
+    # Two times are always given later first: (t, s) with s < t, as a reverse step t -> s.
+    def transition(self, t: Scalar, s: Scalar) -> tuple[torch.Tensor, torch.Tensor]:
+        """q(x_t | x_s) = N(a x_s, var I) for s < t: a = alpha_t / alpha_s, var = sigma_t^2 - a^2 sigma_s^2.
+        For s = t - 1/T on a VP grid, a = sqrt(1 - beta_t) and var = beta_t (Ho et al. 2020, eq. 2)."""
         a = torch.exp(self.log_alpha(t) - self.log_alpha(s))
         return a, self.sigma(t) ** 2 - a**2 * self.sigma(s) ** 2
 
-    def posterior_coefficients(self, s: Scalar, t: Scalar) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """q(x_s | x_t, x_0) = N(c_t x_t + c_0 x_0, var I) for s < t, the Gaussian product of
-        q(x_t | x_s) and q(x_s | x_0): c_t = a sigma_s^2 / sigma_t^2, c_0 = alpha_s v / sigma_t^2,
-        var = v sigma_s^2 / sigma_t^2 (Ho et al. 2020, eq. 6-7: mu-tilde and beta-tilde)."""
-        a, v = self.transition(s, t)
+    def posterior_variance(self, t: Scalar, s: Scalar) -> torch.Tensor:
+        """beta-tilde = var sigma_s^2 / sigma_t^2, the variance of q(x_s | x_t, x_0) for s < t, var the
+        transition variance (Ho et al. 2020, eq. 7); beta-tilde_t on the T-step VP grid."""
+        return self.transition(t, s)[1] * self.sigma(s) ** 2 / self.sigma(t) ** 2
+
+    def posterior_coefficients(self, t: Scalar, s: Scalar) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """q(x_s | x_t, x_0) = N(c_t x_t + c_0 x_0, beta-tilde I) for s < t, the Gaussian product of
+        q(x_t | x_s) and q(x_s | x_0): c_t = a sigma_s^2 / sigma_t^2, c_0 = alpha_s var / sigma_t^2
+        (Ho et al. 2020, eq. 6-7: mu-tilde and beta-tilde)."""
+        a, var = self.transition(t, s)
         sig_s2, sig_t2 = self.sigma(s) ** 2, self.sigma(t) ** 2
-        return a * sig_s2 / sig_t2, self.alpha(s) * v / sig_t2, v * sig_s2 / sig_t2
+        return a * sig_s2 / sig_t2, self.alpha(s) * var / sig_t2, self.posterior_variance(t, s)
 
     def posterior(
         self, x_t: torch.Tensor, x0: torch.Tensor, t: Scalar, s: Scalar
     ) -> tuple[torch.Tensor, torch.Tensor | float]:
         """Mean and variance of q(x_s | x_t, x_0), s < t (Ho et al. 2020, eq. 6-7)."""
-        c_t, c_0, var = self.posterior_coefficients(s, t)
+        c_t, c_0, var = self.posterior_coefficients(t, s)
         return expand_as(c_t, x_t) * x_t + expand_as(c_0, x0) * x0, expand_as(var, x_t)
 
     def log_variance_range(self, t: torch.Tensor, s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(log beta-tilde, log beta) of a reverse step t -> s < t: beta = sigma_t^2 - a^2 sigma_s^2 (the
-        transition variance; beta_t on the T-step grid), beta-tilde = beta sigma_s^2 / sigma_t^2 (the
-        posterior variance, Ho et al. 2020, eq. 7), the two ends of a learned variance (Nichol & Dhariwal
-        2021, eq. 15). On a step onto s = 0, where beta-tilde = 0, it is that of the step 2t -> t above it
-        (improved-diffusion's clipped log variance: beta-tilde_2 at t_1 on the T-step grid); for t = 1, beta."""
+        transition variance; beta_t on the T-step grid), beta-tilde its posterior variance (Ho et al. 2020,
+        eq. 7), the two ends of a learned variance (Nichol & Dhariwal 2021, eq. 15). On a step onto s = 0,
+        where beta-tilde = 0, it is that of the step 2t -> t above it (improved-diffusion's clipped log
+        variance: beta-tilde_2 at t_1 on the T-step grid); for t = 1, beta."""
         t, s = as_time(t), as_time(s)
-        beta = self.transition(s, t)[1]
-        beta_tilde = beta * self.sigma(s) ** 2 / self.sigma(t) ** 2
+        beta = self.transition(t, s)[1]
         up = (2 * t).clamp(max=1.0)
-        above = self.transition(t, up)[1] * self.sigma(t) ** 2 / self.sigma(up) ** 2
-        beta_tilde = torch.where(s > 0, beta_tilde, torch.where(up > t, above, beta))
+        above = self.posterior_variance(up, t)
+        beta_tilde = torch.where(s > 0, self.posterior_variance(t, s), torch.where(up > t, above, beta))
         return torch.log(beta_tilde), torch.log(beta)
 
     def sde(self, x: torch.Tensor, t: Scalar) -> tuple[torch.Tensor, torch.Tensor | float]:
@@ -131,8 +144,6 @@ class Process:
         dtype: torch.dtype = torch.float32,
     ) -> torch.Tensor:
         """x_T ~ N(0, prior_std^2 I)."""
-        from fokker.samplers.noise import randn
-
         return self.prior_std * randn(shape, generator, device=device, dtype=dtype)
 
     def prior_logp(self, x: torch.Tensor) -> torch.Tensor:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 
 from fokker.errors import UserError
-from fokker.samplers.noise import rand
+from fokker.noise import rand
 
 TIME_SAMPLERS = ("uniform", "importance")
 

@@ -21,9 +21,9 @@ from tqdm.auto import tqdm
 
 from fokker.denoiser import REVERSE_VARIANCES, Denoiser, to_x0_eps
 from fokker.errors import UserError
+from fokker.noise import Generators, rand, randn
 from fokker.processes import Process, expand_as
 from fokker.samplers.grid import time_grid
-from fokker.samplers.noise import Generators, rand, randn
 from fokker.schedules import F64
 
 
@@ -105,7 +105,7 @@ def step_nll(
     e^logvar)) where s > 0, and the decoder's L_0 = -log p(x_0 | x_t) with mean x0_hat where s = 0.
     mu-tilde is linear in x_0, so the means differ by c_0 (x_0 - x0_hat) (Ho et al. 2020, eq. 5-7)."""
     t, s = t.to(F64), s.to(F64)
-    _, c_0, var_q = process.posterior_coefficients(s, t)
+    _, c_0, var_q = process.posterior_coefficients(t, s)
     x0, x0_hat = x0.to(F64), x0_hat.to(F64)
     logvar = expand_as(logvar.to(F64), x0) if logvar.dim() <= 1 else logvar.to(F64)  # per example, or like x0
     logvar_q = expand_as(torch.log(torch.where(s > 0, var_q, 1.0)), x0)

@@ -18,7 +18,7 @@ import torch
 from fokker.data.dataset import Dataset, LoadOptions
 from fokker.data.splits import split_index
 from fokker.errors import UserError
-from fokker.samplers.noise import seed_for
+from fokker.noise import seed_for
 from fokker.targets import GaussianMixture, GaussianTarget
 
 # points (n, 2), labels (n,) int64 or None, number of classes or None

@@ -10,8 +10,8 @@ import torch
 
 from fokker.denoiser import PREDICTIONS, Denoiser, from_x0_eps, to_x0_eps
 from fokker.errors import UserError
+from fokker.noise import randn
 from fokker.processes import Process, expand_as
-from fokker.samplers.noise import randn
 
 
 def times_and_noise(denoiser: Denoiser, x0: torch.Tensor, t, noise, generator) -> tuple[torch.Tensor, torch.Tensor]:

@@ -8,16 +8,17 @@ import torch
 from tqdm.auto import tqdm
 
 from fokker.denoiser import Denoiser
+from fokker.noise import Generators, randn, seed_for, seeded_batches
 from fokker.samplers import ddpm as _ddpm  # noqa: F401  (registers "ddpm" and "ddim")
 from fokker.samplers import ode as _ode  # noqa: F401  (registers "ode")
 from fokker.samplers import sde as _sde  # noqa: F401  (registers "euler_maruyama" and "pc")
 from fokker.samplers.grid import SPACINGS, time_grid
 from fokker.samplers.langevin import langevin, score_from_log_prob  # also registers "annealed_langevin"
-from fokker.samplers.noise import Generators, randn, seed_for, seeded_batches
 from fokker.samplers.registry import (
     GRID,
     SAMPLERS,
     Rule,
+    Run,
     check_options,
     get_sampler,
     ineffective,
@@ -32,6 +33,7 @@ __all__ = [
     "SAMPLERS",
     "SPACINGS",
     "Rule",
+    "Run",
     "check_options",
     "get_sampler",
     "ineffective",

@@ -1,7 +1,9 @@
 """Langevin dynamics: plain MCMC on a fixed density, NCSN's annealed Langevin dynamics over a noise
 ladder, and the signal-to-noise-ratio step size of the Langevin corrector. One update everywhere:
 
-    x <- x + (step / 2) grad log p(x) + sqrt(step) z,   z ~ N(0, I)   (notes 002, eq. 1.7.15)."""
+    x <- x + (step / 2) grad log p(x) + sqrt(step) z,   z ~ N(0, I)
+
+(Roberts & Tweedie 1996; Song & Ermon 2019, sec. 2.2; with a denoiser, grad log p_t = -eps_hat / sigma)."""
 
 from __future__ import annotations
 
@@ -12,14 +14,14 @@ from tqdm.auto import tqdm
 
 from fokker.denoiser import Denoiser
 from fokker.errors import UserError
+from fokker.noise import Generators, randn
 from fokker.processes import expand_as
-from fokker.samplers.noise import Generators, randn
-from fokker.samplers.registry import register
+from fokker.samplers.registry import Run, register
 from fokker.samplers.steps import conditionings
 
 
 def langevin_step(x: torch.Tensor, score: torch.Tensor, step: torch.Tensor | float, z: torch.Tensor) -> torch.Tensor:
-    """x + step / 2 score + sqrt(step) z (notes 002, eq. 1.7.15); `step` is a scalar or one per example."""
+    """x + step / 2 score + sqrt(step) z (Song & Ermon 2019, sec. 2.2); `step` is a scalar or one per example."""
     step = expand_as(step, x)
     return x + step / 2 * score + step**0.5 * z
 
@@ -44,7 +46,7 @@ def langevin(
     progress: bool = False,
 ) -> tuple[torch.Tensor, dict]:
     """Plain Langevin MCMC on a fixed density p from the starting points x: n_steps updates
-    x <- x + step_size / 2 score_fn(x) + sqrt(step_size) z (notes 002, eq. 1.7.15). score_fn(x) returns
+    x <- x + step_size / 2 score_fn(x) + sqrt(step_size) z (Song & Ermon 2019, sec. 2.2). score_fn(x) returns
     grad log p(x); `score_from_log_prob` makes one from an explicit log-density. Returns (x, {"nfe"})."""
     if step_size <= 0 or n_steps < 0:
         raise UserError(f"Langevin needs step_size > 0 and n_steps >= 0, got {step_size} and {n_steps}")
@@ -64,48 +66,65 @@ def score_from_log_prob(log_prob: Callable[[torch.Tensor], torch.Tensor]) -> Cal
     return score
 
 
+def denoiser_langevin(
+    denoiser: Denoiser,
+    x: torch.Tensor,
+    level: tuple[float, float, torch.Tensor],
+    n_steps: int,
+    step: float | Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    run: Run,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(x, last x0_hat) after `n_steps` Langevin updates on p_t at one noise level (alpha_t, sigma_t,
+    conditioning) with the denoiser's score -eps_hat / sigma_t; `step` is the step size, or step(score, z)
+    per example (the corrector's `snr_step`)."""
+    alpha, sigma, cond = level
+    x0 = None
+    for _ in range(n_steps):
+        x0, eps = denoiser.predict(x, None, alpha=alpha, sigma=sigma, cond=cond, **run.model_kwargs)
+        score = eps / -sigma
+        z = randn(x.shape, run.generator, device=x.device, dtype=x.dtype)
+        x = langevin_step(x, score, step(score, z) if callable(step) else step, z)
+    return x, x0
+
+
 @register("annealed_langevin")
 @torch.no_grad()
 def annealed_langevin(
     denoiser: Denoiser,
     x: torch.Tensor,
     times: torch.Tensor,
+    run: Run,
     *,
     epsilon: float | None = None,
     steps_per_level: int = 100,
     denoise: bool = True,
-    generator: Generators = None,
-    callback: Callable | None = None,
-    model_kwargs: dict | None = None,
-    progress: bool = False,
 ) -> tuple[torch.Tensor, dict]:
-    """Annealed Langevin dynamics (Song & Ermon 2019, Alg. 1; notes 002, sec. 1.7.2.3). The noise levels
-    are sigma_i = sigma(t) at every grid time but the last (t = 0 is the data), largest first; at each,
-    `steps_per_level` Langevin updates with step alpha_i = epsilon sigma_i^2 / sigma_L^2, sigma_L the
-    smallest level. `denoise` ends with Tweedie's x0_hat at sigma_L (Jolicoeur-Martineau et al. 2021).
-    The defaults are NCSN's, 100 steps per level and epsilon = 2e-5 (sigma_L / 0.01)^2, i.e. NCSN's
-    2e-5 for its sigma_L = 0.01 and the same alpha_L = 0.2 sigma_L^2 on any other ladder (an epsilon
-    tuned for one ladder diverges on another). NFE = levels * steps_per_level (+ 1 with denoise). The
-    Langevin step sets its own noise, so a model with a learned variance is run on its mean prediction."""
+    """Annealed Langevin dynamics (Song & Ermon 2019, Alg. 1). The noise levels are sigma_i = sigma(t) at every
+    grid time but the last (t = 0 is the data), largest first; at each, `steps_per_level` Langevin updates
+    with step alpha_i = epsilon sigma_i^2 / sigma_L^2, sigma_L the smallest level. `denoise` ends with
+    Tweedie's x0_hat at sigma_L (Jolicoeur-Martineau et al. 2021). The defaults are NCSN's, 100 steps per
+    level and epsilon = 2e-5 (sigma_L / 0.01)^2, i.e. NCSN's 2e-5 for its sigma_L = 0.01 and the same
+    alpha_L = 0.2 sigma_L^2 on any other ladder (an epsilon tuned for one ladder diverges on another).
+    NFE = levels * steps_per_level (+ 1 with denoise). The Langevin step sets its own noise, so a model
+    with a learned variance is run on its mean prediction. The loop:
+
+        for sigma_i in sigmas[:-1]:
+            for _ in range(steps_per_level):
+                x = x + alpha_i / 2 score(x, sigma_i) + sqrt(alpha_i) z"""
     if epsilon is None:
         epsilon = 0.2 * denoiser.process.sigma(times[-2:-1]).item() ** 2
     if epsilon <= 0 or steps_per_level < 1:
         raise UserError(
             f"annealed Langevin needs epsilon > 0 and steps_per_level >= 1, got {epsilon} and {steps_per_level}"
         )
-    process, nfe0, model_kwargs = denoiser.process, denoiser.nfe, model_kwargs or {}
-    levels = times[:-1]
-    alphas, sigmas = process.alpha(levels), process.sigma(levels)
-    step_sizes = (epsilon * sigmas**2 / sigmas[-1] ** 2).tolist()
+    nfe0, levels = denoiser.nfe, times[:-1]
+    alphas, sigmas = denoiser.process.alpha(levels).tolist(), denoiser.process.sigma(levels)
+    step_sizes, sigmas = (epsilon * sigmas**2 / sigmas[-1] ** 2).tolist(), sigmas.tolist()
     conds = conditionings(denoiser, levels, x)
-    for k in tqdm(range(len(levels)), leave=False, disable=not progress):
-        alpha, sigma = alphas[k].item(), sigmas[k].item()
-        for _ in range(steps_per_level):
-            x0, eps = denoiser.predict(x, None, alpha=alpha, sigma=sigma, c=conds[k], **model_kwargs)
-            z = randn(x.shape, generator, device=x.device, dtype=x.dtype)
-            x = langevin_step(x, eps / -sigma, step_sizes[k], z)
-        if callback is not None:
-            callback(k, x, x0)
+    for k in tqdm(range(len(levels)), leave=False, disable=not run.progress):
+        x, x0 = denoiser_langevin(denoiser, x, (alphas[k], sigmas[k], conds[k]), steps_per_level, step_sizes[k], run)
+        if run.callback is not None:
+            run.callback(k, x, x0)
     if denoise:
-        x = denoiser.predict(x, None, alpha=alphas[-1].item(), sigma=sigmas[-1].item(), c=conds[-1], **model_kwargs)[0]
+        x = denoiser.predict(x, None, alpha=alphas[-1], sigma=sigmas[-1], cond=conds[-1], **run.model_kwargs)[0]
     return x, {"nfe": denoiser.nfe - nfe0, "steps": len(levels) * steps_per_level}

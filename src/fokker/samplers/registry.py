@@ -4,7 +4,9 @@
             progress=False, **options) -> (samples, info)
 
 where x is the starting state at times[0] = 1 and times descends to 0. info holds at least
-"nfe" (network evaluations used) and "steps".
+"nfe" (network evaluations used) and "steps". A sampler is written as fn(denoiser, x, times, run, *,
+**own options) and registered with `register`, which gathers the four shared keyword arguments into
+`run` (a `Run`) and gives the registered function the signature above.
 
 An option that has no effect with the other options as given is an error, not a no-op: a sampler
 registers, for each option that applies only in some configurations, a `Rule` saying when it applies,
@@ -18,9 +20,9 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 from fokker.errors import UserError
+from fokker.noise import Generators
 
 SAMPLERS: dict[str, Callable] = {}
-COMMON = {"generator", "callback", "model_kwargs", "progress"}
 GRID = ("steps", "spacing")  # the time grid's options (of fokker.sample), which a Rule may also name
 
 
@@ -42,19 +44,43 @@ def when(option: str, *values: object) -> Rule:
 RULES: dict[str, dict[str, Rule]] = {}
 
 
+class Run(NamedTuple):
+    """What every sampler takes besides its own options, filled by the registry from the shared keyword
+    arguments: the generator(s) of its noise, callback(k, x, x0_hat) after each step k, the network's extra
+    keyword arguments (e.g. {"y": labels}) and whether to show a progress bar."""
+
+    generator: Generators = None
+    callback: Callable | None = None
+    model_kwargs: dict = {}  # noqa: RUF012  (never mutated)
+    progress: bool = False
+
+
+def _public_signature(fn: Callable) -> inspect.Signature:
+    """fn's signature with its `run` argument replaced by the shared keyword arguments it stands for."""
+    own = inspect.signature(fn)
+    params = [p for p in own.parameters.values() if p.name != "run"]
+    kind = inspect.Parameter.KEYWORD_ONLY
+    shared = [inspect.Parameter(k, kind, default=False if k == "progress" else None) for k in Run._fields]
+    return inspect.Signature([*params, *shared], return_annotation=own.return_annotation)
+
+
 def register(name: str, only_when: dict[str, Rule] | None = None) -> Callable[[Callable], Callable]:
-    """Register a sampler under `name` (the name `fokker.sample` and the CLI use). `only_when` maps each
-    option that has an effect only in some configurations to its Rule; the registered function refuses
-    such an option, given explicitly, where it has none. An option given as None is not given: it takes
-    its default."""
+    """Register a sampler fn(denoiser, x, times, run, **options) under `name` (the name `fokker.sample` and the
+    CLI use), callable with the shared signature of the module docstring. `only_when` maps each option that
+    has an effect only in some configurations to its Rule; the registered function refuses such an option,
+    given explicitly, where it has none. An option given as None is not given: it takes its default."""
 
     def add(fn: Callable) -> Callable:
         @functools.wraps(fn)
         def checked(denoiser, x, times, **options):
             options = {k: v for k, v in options.items() if v is not None}
-            check_options(name, {k: v for k, v in options.items() if k not in COMMON})
-            return fn(denoiser, x, times, **options)
+            shared = {k: options.pop(k) for k in Run._fields if k in options}
+            check_options(name, options)
+            return fn(
+                denoiser, x, times, Run(**{**shared, "model_kwargs": shared.get("model_kwargs") or {}}), **options
+            )
 
+        checked.__signature__ = _public_signature(fn)
         RULES[name] = dict(only_when or {})
         SAMPLERS[name] = checked
         return checked
@@ -72,7 +98,7 @@ def get_sampler(name: str) -> Callable:
 def sampler_options(name: str) -> dict[str, object]:
     """The sampler's own keyword options and their defaults."""
     params = inspect.signature(get_sampler(name)).parameters.values()
-    return {p.name: p.default for p in params if p.kind is p.KEYWORD_ONLY and p.name not in COMMON}
+    return {p.name: p.default for p in params if p.kind is p.KEYWORD_ONLY and p.name not in Run._fields}
 
 
 def ineffective(name: str, options: dict) -> dict[str, str]:

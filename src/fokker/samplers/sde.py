@@ -7,18 +7,16 @@ runs at the start of each step, at the step's time."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 
 from fokker.denoiser import Denoiser
 from fokker.errors import UserError
+from fokker.flow import reverse_euler
 from fokker.processes import Process
 from fokker.samplers.ddpm import ancestral_coefficients
-from fokker.samplers.langevin import langevin_step, snr_step
-from fokker.samplers.noise import Generators, randn
-from fokker.samplers.registry import Rule, register, when
-from fokker.samplers.steps import Coefficients, Step, run_table, step_table
+from fokker.samplers.langevin import denoiser_langevin, snr_step
+from fokker.samplers.registry import Rule, Run, register, when
+from fokker.samplers.steps import Coefficients, Hook, Step, run_table, step_table
 
 CORRECTORS = ("langevin", "none")
 # pc's options that apply only with the ancestral predictor or with the Langevin corrector
@@ -33,22 +31,18 @@ PC_RULES = {
 }
 
 
-def euler_maruyama_coefficients(process: Process, t: torch.Tensor, s: torch.Tensor):
-    """x_s = x + (g^2 score - f) dt + g sqrt(dt) z, dt = t - s > 0, with f = dlog(alpha)/dt x and
-    score = -eps / sigma_t (Song et al. 2021, eq. 6, Euler-Maruyama); x = alpha_t x0 + sigma_t eps."""
-    dt, g2 = t - s, process.diffusion(t) ** 2
-    keep = 1 - process.d_log_alpha(t) * dt
-    sigma_t = process.sigma(t)
-    return keep * process.alpha(t), keep * sigma_t - g2 * dt / sigma_t, (g2 * dt).sqrt()
+def euler_maruyama_coefficients(process: Process, t: torch.Tensor, s: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """x_s = x - (f - g^2 score) dt + g sqrt(dt) z, dt = t - s (Song et al. 2021, eq. 6, Euler-Maruyama)."""
+    return reverse_euler(process, t, s)
 
 
-def reverse_diffusion_coefficients(process: Process, t: torch.Tensor, s: torch.Tensor):
-    """Reverse diffusion (Song et al. 2021, eq. 46): the forward step x_t = a x_s + sqrt(v) z discretises
-    the SDE as f = (a - 1) x, G = sqrt(v); reversed, x_s = x - f + G^2 score + G z = (2 - a) x - v eps /
-    sigma_t + sqrt(v) z. a = sqrt(1 - beta), v = beta for VP; a = 1, v = sigma_t^2 - sigma_s^2 for VE."""
-    a, v = process.transition(s, t)
+def reverse_diffusion_coefficients(process: Process, t: torch.Tensor, s: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Reverse diffusion (Song et al. 2021, eq. 46): the forward step x_t = a x_s + sqrt(var) z discretises
+    the SDE as f = (a - 1) x, G = sqrt(var); reversed, x_s = x - f + G^2 score + G z = (2 - a) x - var eps /
+    sigma_t + sqrt(var) z. a = sqrt(1 - beta), var = beta for VP; a = 1, var = sigma_t^2 - sigma_s^2 for VE."""
+    a, var = process.transition(t, s)
     sigma_t = process.sigma(t)
-    return (2 - a) * process.alpha(t), (2 - a) * sigma_t - v / sigma_t, v.sqrt()
+    return (2 - a) * process.alpha(t), (2 - a) * sigma_t - var / sigma_t, var.sqrt()
 
 
 def predictor_coefficients(predictor: str, variance: str | None = None) -> Coefficients:
@@ -62,41 +56,31 @@ def predictor_coefficients(predictor: str, variance: str | None = None) -> Coeff
     return table[predictor]
 
 
-def langevin_corrector(
-    denoiser: Denoiser, snr: float, n_steps: int, generator: Generators, model_kwargs: dict
-) -> Callable[[int, Step, torch.Tensor], torch.Tensor]:
-    """`n_steps` Langevin updates at the step's time t, x <- x + eps score + sqrt(2 eps) z with
-    eps = (snr ||z|| / ||score||)^2 per example (Song et al. 2021, Alg. 4-5, with alpha_i = 1)."""
+def langevin_corrector(denoiser: Denoiser, snr: float, n_steps: int, run: Run) -> Hook:
+    """`n_steps` Langevin updates at the step's time t, x <- x + e score + sqrt(2 e) z with
+    e = (snr ||z|| / ||score||)^2 per example (Song et al. 2021, Alg. 4-5, with alpha_i = 1)."""
 
     def correct(k: int, step: Step, x: torch.Tensor) -> torch.Tensor:
-        for _ in range(n_steps):
-            eps = denoiser.predict(x, None, alpha=step.alpha_t, sigma=step.sigma_t, c=step.c, **model_kwargs)[1]
-            score = eps / -step.sigma_t
-            z = randn(x.shape, generator, device=x.device, dtype=x.dtype)
-            x = langevin_step(x, score, snr_step(score, z, snr), z)
-        return x
+        level = (step.alpha_t, step.sigma_t, step.cond)
+        return denoiser_langevin(denoiser, x, level, n_steps, lambda score, z: snr_step(score, z, snr), run)[0]
 
     return correct
 
 
 @register("euler_maruyama")
 def euler_maruyama(
-    denoiser: Denoiser,
-    x: torch.Tensor,
-    times: torch.Tensor,
-    *,
-    denoise: bool = True,
-    generator: Generators = None,
-    callback: Callable | None = None,
-    model_kwargs: dict | None = None,
-    progress: bool = False,
+    denoiser: Denoiser, x: torch.Tensor, times: torch.Tensor, run: Run, *, denoise: bool = True
 ) -> tuple[torch.Tensor, dict]:
     """Euler-Maruyama on the reverse SDE (Song et al. 2021, eq. 6). With `denoise` the step onto t = 0
     returns x0_hat (Tweedie) instead of an Euler-Maruyama step. The SDE's own noise g sqrt(dt) is the
     step's: a learned reverse variance (a DDPM posterior's) has no role here, so such a model samples
-    by its mean prediction (eps_hat), as every model does."""
+    by its mean prediction (eps_hat), as every model does. The loop:
+
+        for t, s in zip(times[:-1], times[1:]):
+            x0, eps = denoiser.predict(x, t)
+            x = x - (t - s) [f(x, t) + g(t)^2 eps / sigma(t)] + g(t) sqrt(t - s) z   # x0 at s = 0"""
     steps = step_table(denoiser, x, times, euler_maruyama_coefficients, denoise)
-    return run_table(denoiser, x, steps, generator, callback, model_kwargs, progress)
+    return run_table(denoiser, x, steps, run)
 
 
 @register("pc", only_when=PC_RULES)
@@ -104,6 +88,7 @@ def pc(
     denoiser: Denoiser,
     x: torch.Tensor,
     times: torch.Tensor,
+    run: Run,
     *,
     predictor: str = "reverse_diffusion",
     corrector: str = "langevin",
@@ -111,10 +96,6 @@ def pc(
     corrector_steps: int = 1,
     variance: str | None = None,
     denoise: bool = True,
-    generator: Generators = None,
-    callback: Callable | None = None,
-    model_kwargs: dict | None = None,
-    progress: bool = False,
 ) -> tuple[torch.Tensor, dict]:
     """Predictor-corrector sampling (Song et al. 2021, Alg. 1): at each grid time t, `corrector_steps`
     Langevin corrector updates at t (corrector "langevin"; "none" for the predictor alone), then one
@@ -137,5 +118,5 @@ def pc(
     steps = step_table(denoiser, x, times, coefficients, denoise, learned_variance=learned)
     before = None
     if corrector == "langevin" and corrector_steps > 0:
-        before = langevin_corrector(denoiser, snr, corrector_steps, generator, model_kwargs or {})
-    return run_table(denoiser, x, steps, generator, callback, model_kwargs, progress, before)
+        before = langevin_corrector(denoiser, snr, corrector_steps, run)
+    return run_table(denoiser, x, steps, run, before)

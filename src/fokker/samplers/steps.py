@@ -5,8 +5,12 @@
 for one step from t to s < t. DDPM, DDIM, Euler-Maruyama, the reverse-diffusion and ancestral
 predictors and the probability-flow Euler step are all of this form (x_t itself is alpha x0_hat +
 sigma eps_hat). A method gives (c_x0, c_eps, std) for the whole grid at once, in float64; the
-table is built before the loop, and each step folds into x_s = A x + B out + std z, out being the
-network's raw output."""
+table is built before the loop, and each step folds into x_s = fold_x x + fold_out out + std z, out
+being the network's raw output (`fokker.denoiser.linear_coefficients`). Unfolded, the loop is
+
+    for step in steps:
+        x0, eps = denoiser.predict(x, step.t)
+        x = step.c_x0 * x0 + step.c_eps * eps + step.std * randn(x.shape)"""
 
 from __future__ import annotations
 
@@ -17,8 +21,9 @@ import torch
 from tqdm.auto import tqdm
 
 from fokker.denoiser import Denoiser, linear_coefficients
+from fokker.noise import randn
 from fokker.processes import Process
-from fokker.samplers.noise import Generators, randn
+from fokker.samplers.registry import Run
 
 # (process, t, s) -> (c_x0, c_eps, std), each of shape (steps,), for the steps t[k] -> s[k]
 Coefficients = Callable[[Process, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
@@ -30,14 +35,14 @@ class Step(NamedTuple):
     """One step t -> s, coefficients as python floats."""
 
     t: float
-    c: torch.Tensor  # the network's noise conditioning at t, shape (batch,)
+    cond: torch.Tensor  # the network's noise conditioning at t, shape (batch,)
     alpha_t: float
     sigma_t: float
-    c_x0: float
+    c_x0: float  # x_s = c_x0 x0_hat + c_eps eps_hat + std z
     c_eps: float
     std: float
-    A: float
-    B: float
+    fold_x: float  # the same step in the network's output: x_s = fold_x x_t + fold_out out + std z
+    fold_out: float
     log_var: tuple[float, float] | None = None  # (log beta-tilde, log beta) when the variance is learned
 
 
@@ -57,22 +62,22 @@ def step_table(
 ) -> list[Step]:
     """The steps between consecutive grid times. With `denoise`, a step that lands on t = 0 returns
     x0_hat with no noise (the final Tweedie denoising step); otherwise it is the method's own step.
-    With `learned_variance`, each step's noise has variance exp(v log beta + (1 - v) log beta-tilde), v the
-    network's extra output (Nichol & Dhariwal 2021, eq. 15), and the table's std is ignored."""
+    With `learned_variance`, each step's noise has variance exp(f log beta + (1 - f) log beta-tilde), f the
+    network's variance fraction var_frac (Nichol & Dhariwal 2021, eq. 15), and the table's std is ignored."""
     process = denoiser.process
     t, s = times[:-1], times[1:]
-    c_x0, c_eps, std = (v.to(torch.float64) for v in coefficients(process, t, s))
+    c_x0, c_eps, std = (c.to(torch.float64) for c in coefficients(process, t, s))
     if denoise:
         last = s == 0
         c_x0, c_eps, std = c_x0.where(~last, 1.0), c_eps.where(~last, 0.0), std.where(~last, 0.0)
     alpha_t, sigma_t = process.alpha(t), process.sigma(t)
-    a0, b0, a1, b1 = linear_coefficients(alpha_t, sigma_t, denoiser.prediction)
-    A, B = c_x0 * a0 + c_eps * a1, c_x0 * b0 + c_eps * b1
-    columns = (t, alpha_t, sigma_t, c_x0, c_eps, std, A, B)
-    rows = zip(*(v.tolist() for v in columns), strict=True)
-    steps = [Step(row[0], c, *row[1:]) for c, row in zip(conditionings(denoiser, t, x), rows, strict=True)]
+    x0_x, x0_out, eps_x, eps_out = linear_coefficients(alpha_t, sigma_t, denoiser.prediction)
+    fold_x, fold_out = c_x0 * x0_x + c_eps * eps_x, c_x0 * x0_out + c_eps * eps_out
+    columns = (t, alpha_t, sigma_t, c_x0, c_eps, std, fold_x, fold_out)
+    rows = zip(*(c.tolist() for c in columns), strict=True)
+    steps = [Step(row[0], cond, *row[1:]) for cond, row in zip(conditionings(denoiser, t, x), rows, strict=True)]
     if learned_variance:
-        lo, hi = (v.tolist() for v in process.log_variance_range(t, s))
+        lo, hi = (c.tolist() for c in process.log_variance_range(t, s))
         noisy = (s > 0).tolist() if denoise else [True] * len(steps)
         steps = [
             st._replace(log_var=(a, b) if keep else None) for st, a, b, keep in zip(steps, lo, hi, noisy, strict=True)
@@ -80,40 +85,42 @@ def step_table(
     return steps
 
 
+def _add_noise(
+    x_next: torch.Tensor, x: torch.Tensor, step: Step, var_frac: torch.Tensor | None, run: Run
+) -> torch.Tensor:
+    """x_next plus the step's noise z (of x's shape, device and dtype): std z, or for a learned variance
+    exp((f log beta + (1 - f) log beta-tilde) / 2) z with f = var_frac (Nichol & Dhariwal 2021, eq. 15)."""
+    if step.log_var is not None:
+        lo, hi = step.log_var
+        std = torch.exp(0.5 * (lo + (hi - lo) * var_frac))
+        x_next.add_(std * randn(x.shape, run.generator, device=x.device, dtype=x.dtype))
+    elif step.std > 0:
+        x_next.add_(randn(x.shape, run.generator, device=x.device, dtype=x.dtype), alpha=step.std)
+    return x_next
+
+
 @torch.no_grad()
 def run_table(
-    denoiser: Denoiser,
-    x: torch.Tensor,
-    steps: list[Step],
-    generator: Generators,
-    callback: Callable | None,
-    model_kwargs: dict | None,
-    progress: bool,
-    before: Hook | None = None,
+    denoiser: Denoiser, x: torch.Tensor, steps: list[Step], run: Run, before: Hook | None = None
 ) -> tuple[torch.Tensor, dict]:
-    """The loop. Without clipping or a callback, which need x0_hat itself, each step is two tensor
-    operations on the network's output (plus the noise); otherwise x0_hat and eps_hat are formed.
-    `before(k, step, x)` runs at the start of each step (the corrector of predictor-corrector sampling)."""
-    nfe0, model_kwargs = denoiser.nfe, model_kwargs or {}
-    folded = denoiser.clip is None and callback is None
-    for k, step in enumerate(tqdm(steps, leave=False) if progress else steps):
+    """The loop (the module docstring's). Without clipping or a callback, which need x0_hat itself, each step
+    is two tensor operations on the network's output (plus the noise); otherwise x0_hat and eps_hat are
+    formed. `before(k, step, x)` runs at the start of each step (the corrector of predictor-corrector
+    sampling). Returns (x, {"nfe", "steps"})."""
+    nfe0 = denoiser.nfe
+    folded = denoiser.clip is None and run.callback is None
+    for k, step in enumerate(tqdm(steps, leave=False) if run.progress else steps):
         if before is not None:
             x = before(k, step, x)
         if folded:
-            out, v = denoiser.raw_and_variance(x, None, step.c, **model_kwargs)
-            x_next = torch.add(x * step.A, out, alpha=step.B)
+            out, var_frac = denoiser.raw_and_variance(x, None, step.cond, **run.model_kwargs)
+            x_next = torch.add(x * step.fold_x, out, alpha=step.fold_out)
         else:
-            x0, eps, v = denoiser.predict_full(
-                x, None, alpha=step.alpha_t, sigma=step.sigma_t, c=step.c, **model_kwargs
+            x0, eps, var_frac = denoiser.predict_full(
+                x, None, alpha=step.alpha_t, sigma=step.sigma_t, cond=step.cond, **run.model_kwargs
             )
             x_next = x0.mul(step.c_x0).add_(eps, alpha=step.c_eps)
-        if step.log_var is not None:  # learned: std = exp((v log beta + (1 - v) log beta-tilde) / 2)
-            lo, hi = step.log_var
-            std = torch.exp(0.5 * (lo + (hi - lo) * v))
-            x_next.add_(std * randn(x.shape, generator, device=x.device, dtype=x.dtype))
-        elif step.std > 0:
-            x_next.add_(randn(x.shape, generator, device=x.device, dtype=x.dtype), alpha=step.std)
-        x = x_next
-        if callback is not None:
-            callback(k, x, x0)
+        x = _add_noise(x_next, x, step, var_frac, run)
+        if run.callback is not None:
+            run.callback(k, x, x0)
     return x, {"nfe": denoiser.nfe - nfe0, "steps": len(steps)}
