@@ -12,19 +12,13 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import fokker.checkpoint as ckpt
-from fokker.checkpoint import (
-    export_weights,
-    flatten_state,
-    load_checkpoint,
-    read_weights,
-    save_checkpoint,
-    unflatten_state,
-)
+from fokker.checkpoint import flatten_state, load_checkpoint, save_checkpoint, unflatten_state
 from fokker.config import apply_overrides, load_preset
 from fokker.errors import UserError
 from fokker.model import load_model
 from fokker.nets import MLP
 from fokker.train import train
+from fokker.weights import export_weights, read_weights
 
 TINY = [
     "model.network.hidden=32",

@@ -15,7 +15,6 @@ from test_cli import TINY, fokker, snapshot
 from torch import nn
 
 import fokker as fk
-from fokker.checkpoint import read_weights
 from fokker.cli import main
 from fokker.config import apply_overrides, load_preset, validate
 from fokker.data import dataset_names, load_dataset
@@ -26,6 +25,7 @@ from fokker.samplers import sample_seeded
 from fokker.targets import GaussianMixture, exact_denoiser
 from fokker.train import sample_pictures, train
 from fokker.viz import class_rows
+from fokker.weights import read_weights
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
@@ -157,7 +157,7 @@ class Recorder(nn.Module):
 
 def train_recording(monkeypatch, tmp_path, config: dict, steps: int) -> list:
     """Train with the network wrapped in a Recorder; the labels it saw, one entry per evaluation."""
-    import fokker.train as trainer
+    import fokker.train.build as trainer
 
     built = []
 

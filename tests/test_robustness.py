@@ -16,18 +16,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, safe_open, save_file
 from test_cli import TINY, fokker
 
-import fokker.checkpoint as ckpt
 import fokker.cli as cli
 import fokker.evaluate as evaluate_module
-import fokker.train as trainer
-from fokker.checkpoint import export_weights, load_checkpoint, read_weights
+import fokker.train.build as build
+import fokker.train.pictures as pictures
+import fokker.train.state as train_state
+from fokker.checkpoint import load_checkpoint
 from fokker.config import apply_overrides, load_preset
+from fokker.ema import EMA
 from fokker.errors import UserError
 from fokker.evaluate import evaluate
 from fokker.train import train
+from fokker.weights import export_weights, read_weights
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
@@ -120,7 +123,7 @@ def test_a_diverging_run_stops_with_one_line_and_writes_no_non_finite_file(tmp_p
 
 def _poison_the_loss(monkeypatch, at_call: int, interrupt: bool = False) -> None:
     """The training loss is NaN on its `at_call`-th evaluation (1-based), or Ctrl-C is pressed there."""
-    real = trainer.training_loss
+    real = build.training_loss
 
     def poisoned(*args, **kwargs):
         fn, calls = real(*args, **kwargs), []
@@ -134,7 +137,7 @@ def _poison_the_loss(monkeypatch, at_call: int, interrupt: bool = False) -> None
 
         return loss
 
-    monkeypatch.setattr(trainer, "training_loss", poisoned)
+    monkeypatch.setattr(build, "training_loss", poisoned)
 
 
 def test_a_nan_loss_stops_training_and_keeps_the_last_finite_checkpoint(tmp_path, monkeypatch):
@@ -158,14 +161,14 @@ def test_a_nan_loss_stops_training_and_keeps_the_last_finite_checkpoint(tmp_path
 def test_non_finite_weights_are_never_saved(tmp_path, monkeypatch):
     """Finite loss and gradients, but the EMA weights turn NaN at update 7: the save at step 10 refuses,
     and the step-5 checkpoint (keep_last = 1) and its export stay."""
-    real_update = trainer.EMA.update
+    real_update = EMA.update
 
     def update(self, model):
         real_update(self, model)
         if self.updates == 7:
             next(iter(self.model.parameters())).data.fill_(float("nan"))
 
-    monkeypatch.setattr(trainer.EMA, "update", update)
+    monkeypatch.setattr(EMA, "update", update)
     run = tmp_path / "run"
     with pytest.raises(UserError, match=r"non-finite weights at step 10"):
         train(tiny("train.checkpoint_every=5", "train.keep_last=1"), run, device="cpu", budget={"steps": 20},
@@ -330,14 +333,14 @@ def test_a_kill_before_the_final_export_is_repaired_on_resume(tmp_path, monkeypa
     """Killed after `latest` names step 12 but before model.safetensors was replaced: it still held step 10's
     weights, and resuming with the budget reached reported success without exporting."""
     run = tmp_path / "run"
-    real = trainer.export_weights
+    real = train_state.export_weights
 
     def dying(path, *args, **kwargs):
         if (run / "latest").read_text().strip() == "step_00000012":
             raise Killed
         real(path, *args, **kwargs)
 
-    monkeypatch.setattr(trainer, "export_weights", dying)
+    monkeypatch.setattr(train_state, "export_weights", dying)
     with pytest.raises(Killed):
         train(tiny("train.checkpoint_every=5"), run, device="cpu", budget={"steps": 12}, progress=False)
     monkeypatch.undo()
@@ -605,14 +608,14 @@ def test_the_readme_two_process_cpu_command_is_the_one_that_runs_two_processes()
 
 def test_a_picture_cut_short_by_a_kill_is_drawn_on_resume(tmp_path, monkeypatch):
     run = tmp_path / "run"
-    real = trainer.save_picture
+    real = pictures.save_picture
 
     def dying(samples, path, **kwargs):
         if Path(path).name == "step_00000010.png":
             raise Killed
         real(samples, path, **kwargs)
 
-    monkeypatch.setattr(trainer, "save_picture", dying)
+    monkeypatch.setattr(pictures, "save_picture", dying)
     with pytest.raises(Killed):
         train(tiny("train.checkpoint_every=10", "train.sample_every=10"), run, device="cpu", budget={"steps": 20},
               progress=False)  # fmt: skip
@@ -648,5 +651,5 @@ def test_temporaries_left_by_a_kill_are_removed_when_the_run_goes_on(run10, tmp_
 
 
 def test_the_exported_step_is_in_the_metadata(run10):
-    with ckpt.safe_open(str(run10 / "model.safetensors"), framework="pt") as f:
+    with safe_open(str(run10 / "model.safetensors"), framework="pt") as f:
         assert f.metadata()["fokker_step"] == "10"

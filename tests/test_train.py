@@ -15,13 +15,14 @@ import yaml
 from safetensors.torch import load_file
 
 import fokker
-from fokker.checkpoint import load_checkpoint, read_weights
+from fokker.checkpoint import load_checkpoint
 from fokker.config import apply_overrides, load_preset
 from fokker.data import load_dataset
 from fokker.errors import UserError
 from fokker.metrics import sliced_wasserstein
 from fokker.model import load_model
 from fokker.train import train
+from fokker.weights import read_weights
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
@@ -188,13 +189,14 @@ RANK_SCRIPT = textwrap.dedent(
     from safetensors.torch import save_file
 
     import fokker.train as T
+    import fokker.train.build as B
     from fokker.config import apply_overrides, load_preset
 
     torch.set_num_threads(1)
     kept = {}
 
 
-    class RecordingEMA(T.EMA):
+    class RecordingEMA(B.EMA):
         def __init__(self, model, decay):
             super().__init__(model, decay)
             kept["ema"] = self.model
@@ -204,7 +206,7 @@ RANK_SCRIPT = textwrap.dedent(
             kept["model"] = model
 
 
-    T.EMA = RecordingEMA
+    B.EMA = RecordingEMA
     out, steps, overrides = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
     device = "cpu" if torch.cuda.is_available() else "auto"  # auto on a CPU-only machine must mean cpu
     T.train(apply_overrides(load_preset("toy"), overrides), out, device=device, budget={"steps": steps}, progress=False)

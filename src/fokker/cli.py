@@ -296,8 +296,8 @@ def _what_is_kept(out: Path) -> str:
 def cmd_sample(args: argparse.Namespace) -> int:
     """`fokker sample`: load a run's EMA weights, sample with per-image seeds, write a grid and .npz."""
 
-    from fokker.checkpoint import check_writable
     from fokker.config import sample_options
+    from fokker.files import check_writable
     from fokker.labels import class_grid, parse_classes
     from fokker.model import load_model
     from fokker.samplers import check_options, sample_seeded, uses_grid
@@ -343,11 +343,11 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 def write_samples(out: Path, samples: torch.Tensor, labels: torch.Tensor | None, config: dict, title: str) -> None:
     """The picture `out` and the raw samples beside it (.npz: samples, labels, uint8 images), written as one set:
-    both new or both old (fokker.checkpoint.FileSet, the .npz marks it whole)."""
+    both new or both old (fokker.files.FileSet, the .npz marks it whole)."""
     import numpy as np
 
-    from fokker.checkpoint import FileSet
     from fokker.data import load_dataset, to_uint8_images
+    from fokker.files import FileSet
     from fokker.viz import save_picture
 
     reference = None
@@ -366,8 +366,8 @@ def write_samples(out: Path, samples: torch.Tensor, labels: torch.Tensor | None,
 
 def cmd_eval(args: argparse.Namespace) -> int:
     """`fokker eval`: sample with each sampler and step count, score, write metrics.json and report.md."""
-    from fokker.checkpoint import check_writable
     from fokker.evaluate import evaluate
+    from fokker.files import check_writable
     from fokker.model import weights_path
     from fokker.train import make_accelerator
 
@@ -449,6 +449,7 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
     import torch
 
     from fokker.data import dataset_for, load_image
+    from fokker.files import atomic_write
     from fokker.latents import interpolate
     from fokker.model import load_model
     from fokker.train import make_accelerator
@@ -484,9 +485,7 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     if x.dim() == 4:
         picture = torch.cat([a[None].cpu(), x, b[None].cpu()])  # the inputs at both ends, framing the path
-        tmp = out.with_name(f".{out.name}.tmp")
-        image_grid(picture, nrow=len(picture)).save(tmp, format="PNG")
-        tmp.replace(out)
+        atomic_write(out, lambda tmp: image_grid(picture, nrow=len(picture)).save(tmp, format="PNG"))
     else:
         save_picture(x, out, reference=torch.stack([a, b]).cpu(), title=f"{args.method} interpolation")
     seconds = time.time() - start

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import torch
 
-from fokker.checkpoint import FileSet
 from fokker.config import sample_options
 from fokker.data import Dataset, analytic_target, dataset_for
 from fokker.errors import UserError
+from fokker.files import FileSet
 from fokker.metrics import Classifier, image_metrics, load_classifier, vector_metrics
 from fokker.metrics.inception import inception_metrics, load_inception
 from fokker.model import load_model, weights_path

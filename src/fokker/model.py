@@ -8,13 +8,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from fokker.checkpoint import load_strict, read_weights
 from fokker.data import Dataset
 from fokker.denoiser import Denoiser
 from fokker.errors import UserError
 from fokker.labels import resolve_classes
 from fokker.nets import build_network
 from fokker.processes import Process, process_from_config
+from fokker.weights import load_strict, read_weights
 
 EMBEDDING_RANGE = 1000.0  # the largest |time_scale * c| over the training times: 1000 t, t in [0, 1]
 

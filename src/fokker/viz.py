@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +10,7 @@ import torch
 from PIL import Image
 
 from fokker.data import to_uint8_images
+from fokker.files import atomic_write
 
 # matplotlib's ten default colours less its grey (C7), which the data points are drawn in
 CLASS_COLOURS = [f"C{i}" for i in range(10) if i != 7]
@@ -80,9 +80,7 @@ def save_picture(
         img = image_grid(*class_rows(x, labels)) if labels is not None else image_grid(x)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    img.save(tmp, format="PNG")
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: img.save(tmp, format="PNG"))
 
 
 def _pyplot():
@@ -96,17 +94,14 @@ def _pyplot():
 
 def _save_figure(fig, path: Path) -> None:
     """Save a matplotlib figure as PNG atomically, then close it."""
-    plt = _pyplot()
-    tmp = path.with_name(f".{path.name}.tmp")
-    fig.savefig(tmp, format="png")
-    plt.close(fig)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
+    _pyplot().close(fig)
 
 
 def training_curve(metrics_jsonl: Path, path: Path) -> bool:
     """Plot loss (and its running mean) against step from a run's metrics.jsonl; False if it has no records.
     A line cut short by a kill is dropped with a warning (`read_metrics`)."""
-    from fokker.checkpoint import read_metrics
+    from fokker.metrics_jsonl import read_metrics
 
     records = [r for r in read_metrics(Path(metrics_jsonl)) if isinstance(r.get("loss"), int | float)]
     if not records:

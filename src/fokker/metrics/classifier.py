@@ -19,9 +19,9 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from fokker.checkpoint import export_weights, load_strict, read_weights
 from fokker.data import Dataset, load_dataset
 from fokker.errors import UserError
+from fokker.weights import export_weights, load_strict, read_weights
 
 ARCH_VERSION = 1  # bump when the network or its recipe changes: old cache files are then ignored
 FEATURE_DIM = 128

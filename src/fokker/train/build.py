@@ -1,0 +1,119 @@
+"""Building a training run, `build_run`: its config (fresh, or the run's own on resume), the Accelerator,
+the data, the network with its EMA, AdamW with linear warm-up, the loss and the sampler of training times,
+all loaded from the newest checkpoint on resume. Every seed is drawn here, in a fixed order."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+import torch
+from accelerate import Accelerator
+
+from fokker.accelerator import make_accelerator
+from fokker.config import read_run_config, validate
+from fokker.data import Dataset, dataset_for
+from fokker.denoiser import Denoiser
+from fokker.ema import EMA
+from fokker.errors import UserError
+from fokker.files import check_writable
+from fokker.labels import is_conditional
+from fokker.losses import training_loss
+from fokker.model import build_model, denoiser_for, resolve_config
+from fokker.timesteps import LossAwareSampler
+from fokker.train.collective import run_lock
+from fokker.train.state import TrainState
+
+# what makes a folder a run that a fresh start must not overwrite: a checkpoint, exported weights (a folder
+# with only config.yaml, logs and pictures was stopped before its first checkpoint: it may start again)
+RUN_WORK = ("latest", "model.safetensors")
+
+
+@dataclass
+class Run:
+    """A training run, built: its resolved config, its folder (and lock), the Accelerator, the data (on the
+    device), the state being trained, the Denoiser around the prepared network and the loss."""
+
+    config: dict
+    out: Path
+    acc: Accelerator
+    dataset: Dataset
+    data: torch.Tensor
+    labels: torch.Tensor | None
+    state: TrainState
+    denoiser: Denoiser
+    loss_fn: Callable
+    lock: IO | None
+    resumed: bool
+
+    @property
+    def tc(self) -> dict:
+        """The config's train section."""
+        return self.config["train"]
+
+
+def prepare_run(config: dict, out: Path, resume: bool, budget: dict) -> dict:
+    """The config to train with: a fresh one (refusing to overwrite a run) or the run's own on resume,
+    with the budget keys (steps, minutes) in `budget` replacing the config's."""
+    check_writable(out, folder=True)
+    if resume:
+        if not (out / "config.yaml").exists():
+            raise UserError(f"cannot resume: {out} holds no run (no config.yaml)")
+        config = read_run_config(out / "config.yaml")
+    else:
+        check_fresh(out)
+    config["train"].update(budget)
+    validate(config)
+    return config
+
+
+def check_fresh(out: Path) -> None:
+    """A fresh run must not overwrite one that holds work (RUN_WORK)."""
+    if any((out / f).exists() for f in RUN_WORK):
+        raise UserError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
+
+
+def build_run(config: dict, out: Path, resume: bool, device: str, budget: dict, held: ExitStack) -> Run:
+    """The run `train` trains: its lock taken (and held by `held`), its state loaded on resume (a run stopped
+    before its first checkpoint starts from step 0), its network and optimiser prepared by Accelerate."""
+    config = prepare_run(config, out, resume, budget)
+    dataset = dataset_for(config)
+    config = resolve_config(config, dataset)
+    acc = make_accelerator(device, config["train"]["mixed_precision"])
+    state = new_state(config, acc)
+    lock = held.enter_context(run_lock(out, acc))
+    if not resume:
+        check_fresh(out)  # again, under the lock: another trainer may have saved in the meantime
+    resume = resume and (out / "latest").exists()
+    if resume:
+        state.load(out, acc.process_index, acc.num_processes)
+    state.ema.model.to(acc.device)
+    state.model, state.optimizer = acc.prepare(state.model, state.optimizer)
+    data = dataset.data.to(acc.device)
+    labels = dataset.labels.to(acc.device) if is_conditional(config) else None
+    tc = config["train"]
+    loss_fn = training_loss(
+        tc["loss"], tc["weighting"], tc["loss_target"], config["data"]["levels"], tc["hybrid_weight"]
+    )
+    denoiser = denoiser_for(state.model, config)
+    return Run(config, out, acc, dataset, data, labels, state, denoiser, loss_fn, lock, resume)
+
+
+def new_state(config: dict, acc: Accelerator) -> TrainState:
+    """A fresh TrainState: the initial weights from train.seed (the same on every process), then the global
+    RNG at seed + rank (dropout) and the generator of batches, times and noise at seed + 7919 rank."""
+    tc = config["train"]
+    torch.manual_seed(tc["seed"])
+    network, plain = build_model(config)
+    optimizer = torch.optim.AdamW(network.parameters(), lr=tc["lr"], weight_decay=tc["weight_decay"])
+    warmup = max(tc["warmup"], 1)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup))
+    ema = EMA(network, tc["ema_decay"])
+    rank = acc.process_index
+    torch.manual_seed(tc["seed"] + rank)
+    gen = torch.Generator(device=acc.device).manual_seed(tc["seed"] + 7919 * rank)
+    times = LossAwareSampler(plain.process.T) if tc["time_sampler"] == "importance" else None
+    return TrainState(network, ema, optimizer, scheduler, gen, times)
