@@ -353,3 +353,58 @@ def test_an_unparsable_option_is_an_argparse_error(world):
     assert r.returncode == 2
     assert r.stderr.splitlines()[-1] == "fokker sample: error: argument --steps: invalid int value: 'many'"
     assert snapshot(world) == before
+
+
+# --------------------------------------------------------------------------- layering: inference without the trainer
+
+INFERENCE = ["sample", "eval", "likelihood", "interpolate"]
+
+
+@pytest.mark.parametrize("command", INFERENCE)
+def test_an_inference_command_does_not_import_the_trainer(command):
+    code = f"import sys, fokker.cli.{command}; print('fokker.train' in sys.modules)"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "False"
+
+
+def test_the_inference_commands_run_without_the_trainer(world, tmp_path):
+    """Not at import only: running each of them leaves fokker.train unimported."""
+    runs = [
+        ["sample", "--checkpoint", "run", "--steps", "2", "--num", "4", "--out", str(tmp_path / "s.png")],
+        ["eval", "--checkpoint", "run", "--steps", "2", "--num", "20", "--out", str(tmp_path / "eval")],
+        ["likelihood", "--checkpoint", "run", "--steps", "2", "--num", "4", "--out", str(tmp_path / "nll")],
+        ["interpolate", "--checkpoint", "run", "--a", "0", "--b", "1", "--num", "3", "--rtol", "1e-2",
+         "--atol", "1e-2", "--out", str(tmp_path / "i.png")],
+    ]  # fmt: skip
+    code = (
+        f"import sys\nfrom fokker.cli import main\nfor args in {runs!r}:\n"
+        "    assert main([*args, '--no-progress']) == 0, args\nprint('fokker.train' in sys.modules)"
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    r = subprocess.run([sys.executable, "-c", code], cwd=world, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines()[-1] == "False", r.stdout
+    assert (tmp_path / "eval" / "metrics.json").exists() and (tmp_path / "nll" / "likelihood.json").exists()
+
+
+# --------------------------------------------------------------------------- flags -> config fields
+
+
+def test_train_flags_set_their_config_fields_as_given():
+    """A flag's value goes to its field as it is (no YAML round trip: a folder named 2023 stays a string);
+    --process of another type replaces the section, of the preset's own type keeps its settings."""
+    import argparse
+
+    from fokker.cli.settings import TRAIN_FIELDS, flag_overrides, train_config
+
+    flags = {"data": "2023", "seed": 0, "batch_size": None, "process": "ve", "loss": "dsm"}
+    args = argparse.Namespace(preset="toy", overrides=["train.lr=2e-3"], **flags)
+    assert flag_overrides(args, TRAIN_FIELDS) == [
+        ("data.name", "2023"), ("train.seed", 0), ("process.type", "ve"), ("train.loss", "dsm")
+    ]  # fmt: skip
+    config = train_config(args)
+    assert config["data"]["name"] == "2023" and config["train"]["seed"] == 0 and config["train"]["lr"] == 2e-3
+    assert config["process"] == {"type": "ve"} and config["train"]["loss"] == "dsm"
+    own = train_config(argparse.Namespace(preset="ve-toy", overrides=[], **{**flags, "data": None}))
+    assert own["process"]["type"] == "ve" and own["process"]["sigma_max"] == 4.0

@@ -8,12 +8,14 @@ from __future__ import annotations
 import json
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from fokker.config import sample_options
 from fokker.data import Dataset, analytic_target, dataset_for
+from fokker.denoiser import Denoiser
 from fokker.errors import UserError
 from fokker.files import FileSet
 from fokker.metrics import Classifier, image_metrics, load_classifier, vector_metrics
@@ -50,8 +52,10 @@ def score(
     generator: torch.Generator,
     inception: torch.nn.Module | None = None,
 ) -> dict:
-    """The metrics of one sample set: classifier metrics (and Inception ones when given) for images,
-    distances for vectors."""
+    """The metrics of one sample set: for images FID (Heusel et al. 2017), KID (Binkowski et al. 2018) and
+    the Inception Score (Salimans et al. 2016) in the classifier's features (and Inception's when given);
+    for vectors the sliced Wasserstein-2 distance (Bonneel et al. 2015), MMD^2 (Gretton et al. 2012) and,
+    for an analytic target, the cross-entropy -E log p(samples)."""
     if samples.dim() == 4:
         out = image_metrics(samples, reference.data, classifier, generator=generator)
         if inception is not None:
@@ -84,39 +88,20 @@ def evaluate(
     denoiser, config = load_model(checkpoint, device)
     samplers = samplers or [config["sample"]["sampler"]]
     steps = steps or [config["sample"]["steps"]]
-    for name in samplers:
-        get_sampler(name)  # an unknown name fails before any work
-    for key in options:
-        if not any(key in sampler_options(name) for name in samplers):
-            raise UserError(f"option {key!r} is taken by none of the samplers {samplers}")
-    _check_effect(samplers, options, grid, config)
-    out = Path(out)
     spacing = spacing or config["sample"]["spacing"]
-    for n in steps:
-        time_grid(denoiser.process, n, spacing)  # a bad step count or spacing fails before any work
+    check_request(denoiser, config, samplers, steps, spacing, options, grid)
     reference, held_out = reference_data(config, num)
-    classifier = None
-    if reference.is_image:
-        d = config["data"]
-        classifier = load_classifier(d["name"], image_size=d["image_size"], channels=d["channels"], progress=progress)
-    inception = load_inception(inception_weights, device) if inception_weights and reference.is_image else None
-    gen = lambda: torch.Generator().manual_seed(seed)  # noqa: E731  the same subsets for every sample set
-    floor = score(held_out.data, reference, config, classifier, gen(), inception)
+    scorer = Scorer.for_data(reference, config, device, progress, inception_weights, seed)
+    floor = scorer(held_out.data)
     runs, shown = [], {}
     for name in samplers:
         for n in steps:
-            start = time.time()
-            samples, info = sample_seeded(
-                denoiser, name, n, config["data"]["shape"], num, seed=seed, spacing=spacing,
-                batch_size=batch_size, device=device, progress=progress,
-                **_own(name, options, config),
+            run, samples = _sample_and_score(
+                denoiser, config, scorer, name, n, num, seed=seed, spacing=spacing, batch_size=batch_size,
+                device=device, progress=progress, options=options,
             )  # fmt: skip
-            seconds = time.time() - start
-            picture = f"samples_{name}_{n}.png"
-            shown[picture] = (samples[:64] if samples.dim() == 4 else samples, f"{name}, {n} steps")
-            metrics = score(samples, reference, config, classifier, gen(), inception)
-            runs.append({"sampler": name, "steps": n, "nfe": info["nfe"], "seconds": seconds,
-                         "picture": picture, **metrics})  # fmt: skip
+            runs.append(run)
+            shown[run["picture"]] = (samples[:64] if samples.dim() == 4 else samples, f"{name}, {n} steps")
     record = {
         "checkpoint": str(checkpoint),
         "data": config["data"]["name"],
@@ -126,17 +111,85 @@ def evaluate(
         "options": options,
         "reference": {"split": "train", "size": len(reference)},
         "floor": {"split": "test", "size": len(held_out), **floor},
-        "classifier": None
-        if classifier is None
-        else {"dataset": classifier.dataset, "accuracy": classifier.accuracy, "num_test": classifier.num_test},
+        "classifier": scorer.description(),
         "runs": runs,
     }
-    with FileSet(out, marker="metrics.json") as files:  # only now: a failure above leaves nothing behind
+    _write(Path(out), record, shown, reference, checkpoint)
+    return record
+
+
+def check_request(
+    denoiser: Denoiser, config: dict, samplers: list[str], steps: list[int], spacing: str, options: dict, grid: dict
+) -> None:
+    """A UserError, before any work, for an unknown sampler, an option no sampler takes or none feels
+    (`_check_effect`), or a step count or spacing the time grid refuses."""
+    for name in samplers:
+        get_sampler(name)
+    for key in options:
+        if not any(key in sampler_options(name) for name in samplers):
+            raise UserError(f"option {key!r} is taken by none of the samplers {samplers}")
+    _check_effect(samplers, options, grid, config)
+    for n in steps:
+        time_grid(denoiser.process, n, spacing)
+
+
+@dataclass
+class Scorer:
+    """Scores sample sets against `reference` the same way: the classifier (and Inception) features for
+    images, distances for vectors; every set draws its subsets from the same seed."""
+
+    reference: Dataset
+    config: dict
+    classifier: Classifier | None
+    inception: torch.nn.Module | None
+    seed: int
+
+    @classmethod
+    def for_data(
+        cls, reference: Dataset, config: dict, device, progress: bool, inception_weights: str | Path | None, seed: int
+    ) -> Scorer:
+        """The feature networks `reference` needs: fokker's classifier of the data set, and Inception when
+        its weights are given (images only)."""
+        classifier = None
+        if reference.is_image:
+            d = config["data"]
+            classifier = load_classifier(
+                d["name"], image_size=d["image_size"], channels=d["channels"], progress=progress
+            )
+        inception = load_inception(inception_weights, device) if inception_weights and reference.is_image else None
+        return cls(reference, config, classifier, inception, seed)
+
+    def __call__(self, samples: torch.Tensor) -> dict:
+        generator = torch.Generator().manual_seed(self.seed)  # the same subsets for every sample set
+        return score(samples, self.reference, self.config, self.classifier, generator, self.inception)
+
+    def description(self) -> dict | None:
+        """The classifier's data set and held-out accuracy, as metrics.json records it."""
+        c = self.classifier
+        return None if c is None else {"dataset": c.dataset, "accuracy": c.accuracy, "num_test": c.num_test}
+
+
+def _sample_and_score(
+    denoiser: Denoiser, config: dict, scorer: Scorer, name: str, n: int, num: int, *, options: dict, **kwargs
+) -> tuple[dict, torch.Tensor]:
+    """One row of the record (sampler, steps, NFE, seconds, picture and the metrics) and its samples."""
+    start = time.time()
+    samples, info = sample_seeded(
+        denoiser, name, n, config["data"]["shape"], num, **kwargs, **_own(name, options, config)
+    )
+    seconds = time.time() - start
+    picture = f"samples_{name}_{n}.png"
+    run = {"sampler": name, "steps": n, "nfe": info["nfe"], "seconds": seconds, "picture": picture}
+    return {**run, **scorer(samples)}, samples
+
+
+def _write(out: Path, record: dict, shown: dict, reference: Dataset, checkpoint: str | Path) -> None:
+    """The pictures, report.md and metrics.json as one FileSet: only now, so a failure before leaves nothing."""
+    with FileSet(out, marker="metrics.json") as files:
         for picture, (samples, title) in shown.items():
             save_picture(samples, files.path(picture), reference=reference.data, title=title)
         _write_report(record, checkpoint, files)
         files.path("metrics.json").write_text(json.dumps(record, indent=2) + "\n")
-    return record
 
 
 def _own(name: str, options: dict, config: dict) -> dict:

@@ -1,0 +1,87 @@
+"""Parser pieces the commands share: the checkpoint, device and progress flags, and the sampling flags of
+`fokker sample` and `fokker eval` (each sampler option of fokker.samplers.sampler_options as a flag)."""
+
+from __future__ import annotations
+
+import argparse
+
+from fokker.devices import DEVICES
+from fokker.samplers import GRID, SAMPLERS, SPACINGS
+
+FORMATTER = argparse.RawDescriptionHelpFormatter
+
+# every sampler's own options (fokker.samplers.sampler_options), as command-line flags
+SAMPLER_FLAGS: dict[str, tuple[type, str]] = {
+    "eta": (float, "ddim: noise scale in [0, 1] (0 = deterministic)"),
+    "variance": (
+        str,
+        "ddpm, and pc with --predictor ancestral: beta_tilde, beta or learned (default: learned if the model has it)",
+    ),
+    "predictor": (str, "pc: reverse_diffusion (default), euler_maruyama or ancestral"),
+    "corrector": (str, "pc: langevin (default) or none"),
+    "snr": (float, "pc with the langevin corrector: its signal-to-noise ratio (default: 0.16)"),
+    "corrector_steps": (int, "pc with the langevin corrector: its updates per step (default: 1)"),
+    "method": (str, "ode: euler, heun (default) or dopri5 (adaptive: picks its own steps; no --steps / --spacing)"),
+    "rtol": (float, "ode with --method dopri5: relative tolerance (default: 1e-5)"),
+    "atol": (float, "ode with --method dopri5: absolute tolerance (default: 1e-5)"),
+    "epsilon": (float, "annealed_langevin: NCSN's step size epsilon (default: 0.2 sigma_min^2 of the ladder)"),
+    "steps_per_level": (int, "annealed_langevin: Langevin updates per noise level (default: 100)"),
+    "denoise": (bool, "euler_maruyama, pc, ode, annealed_langevin: end on Tweedie's x0_hat (default: yes)"),
+}
+
+
+def flag(key: str) -> str:
+    """The command-line spelling of an option: t_samples -> --t-samples."""
+    return "--" + key.replace("_", "-")
+
+
+def given(args: argparse.Namespace, keys) -> dict:
+    """Those of the options `keys` given on the command line (not None), by name."""
+    return {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
+
+
+def add_checkpoint(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", required=True, help="a run folder or an exported .safetensors file")
+
+
+def add_device(p: argparse.ArgumentParser) -> None:
+    names = f"{', '.join(DEVICES[:-1])} or {DEVICES[-1]}"
+    p.add_argument("--device", default="auto", help=f"{names} (default: auto)")
+
+
+def add_progress(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def add_sampling(p: argparse.ArgumentParser, several: bool) -> None:
+    """The options `fokker sample` and `fokker eval` share; with several=True, --sampler and --steps take lists."""
+    run_default = "(default: the run's config, sample section)"
+    many = {"nargs": "+"} if several else {}
+    s_help = "one or more of" if several else "one of"
+    p.add_argument("--sampler", **many, help=f"{s_help} {', '.join(sorted(SAMPLERS))} {run_default}")
+    p.add_argument("--steps", type=int, **many, help=f"number{'s' if several else ''} of sampler steps {run_default}")
+    p.add_argument("--spacing", help=f"time grid: {', '.join(SPACINGS)} {run_default}")
+    p.add_argument("--seed", type=int, default=0, help="sample i is drawn from its own seed (seed, i) (default: 0)")
+    p.add_argument("--batch-size", type=int, default=256, help="samples per batch; does not change the result")
+    add_device(p)
+    for name, (kind, text) in SAMPLER_FLAGS.items():
+        if kind is bool:
+            p.add_argument(flag(name), action=argparse.BooleanOptionalAction, help=text)
+        else:
+            p.add_argument(flag(name), type=kind, help=text)
+    add_progress(p)
+
+
+def sampler_options(args: argparse.Namespace) -> dict:
+    """The sampler-specific options given on the command line."""
+    return given(args, SAMPLER_FLAGS)
+
+
+def grid_options(args: argparse.Namespace) -> dict:
+    """--steps and --spacing when given on the command line (an adaptive sampler refuses them)."""
+    return given(args, GRID)
+
+
+def command_parser(sub, name: str, help: str, description: str, epilog: str) -> argparse.ArgumentParser:
+    """The subcommand `name`, its examples shown as written."""
+    return sub.add_parser(name, help=help, description=description, epilog=epilog, formatter_class=FORMATTER)
