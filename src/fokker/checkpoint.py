@@ -181,7 +181,8 @@ def export_weights(path: Path, state_dict: dict[str, torch.Tensor], config: dict
     and the training step they are from (see `exported_step`)."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # unique: two processes may write one cache file
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in state_dict.items()}
-    metadata = {CONFIG_KEY: json.dumps(config)} | ({STEP_KEY: str(step)} if step is not None else {})
+    plain = config.to_dict() if hasattr(config, "to_dict") else config
+    metadata = {CONFIG_KEY: json.dumps(plain)} | ({STEP_KEY: str(step)} if step is not None else {})
     save_file(tensors, str(tmp), metadata=metadata)
     sync(tmp)
     os.replace(tmp, path)

@@ -39,7 +39,7 @@ from fokker.checkpoint import (
     save_checkpoint,
     sign_lock,
 )
-from fokker.config import read_run_config, sample_options, to_yaml, validate
+from fokker.config import RunConfig, as_run_config, read_run_config, sample_options, to_yaml
 from fokker.data import dataset_for
 from fokker.denoiser import Denoiser
 from fokker.ema import EMA
@@ -80,7 +80,7 @@ def make_accelerator(device: str, mixed_precision: str) -> Accelerator:
     return Accelerator(cpu=cpu, mixed_precision=mixed_precision)
 
 
-def prepare_run(config: dict, out: Path, resume: bool, budget: dict) -> dict:
+def prepare_run(config: dict | RunConfig, out: Path, resume: bool, budget: dict) -> RunConfig:
     """The config to train with: a fresh one (refusing to overwrite a run) or the run's own on resume,
     with the budget keys (steps, minutes) in `budget` replacing the config's."""
     check_writable(out, folder=True)
@@ -90,9 +90,7 @@ def prepare_run(config: dict, out: Path, resume: bool, budget: dict) -> dict:
         config = read_run_config(out / "config.yaml")
     else:
         check_fresh(out)
-    config["train"].update(budget)
-    validate(config)
-    return config
+    return as_run_config(config).replace("train", **budget).validate()
 
 
 def check_fresh(out: Path) -> None:
