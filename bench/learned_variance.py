@@ -18,7 +18,7 @@ from pathlib import Path
 
 from _common import footer, invocation, load, machine, publish
 
-from fokker.config import apply_overrides, load_preset
+from fokker.config import apply_overrides, as_run_config, load_preset
 from fokker.data import dataset_for
 from fokker.evaluate import evaluate
 from fokker.likelihood import likelihood_in_batches
@@ -40,7 +40,7 @@ STEPS = [50, 20]
 def measure(run: Path, variance: str, num: int) -> dict:
     """The bound (bits/dim, its standard error) and the sliced W2 of ddpm samples at each of STEPS."""
     denoiser, config = load_model(run)
-    test = dataset_for({**config, "data": {**config["data"], "num_points": num}}, "test")
+    test = dataset_for(as_run_config(config).replace("data", num_points=num), "test")
     result = likelihood_in_batches(denoiser, test.data, "vlb", variance=variance, batch_size=num)
     bpd, se = result.mean_bpd()
     out = run / f"eval_{variance}"

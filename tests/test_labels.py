@@ -16,7 +16,7 @@ from torch import nn
 
 import fokker as fk
 from fokker.cli import main
-from fokker.config import apply_overrides, load_preset, validate
+from fokker.config import RunConfig, apply_overrides, load_preset, validate
 from fokker.data import dataset_names, load_dataset
 from fokker.errors import UserError
 from fokker.labels import P_UNCOND, class_grid, label_dropout, parse_classes
@@ -312,7 +312,9 @@ def test_sample_seeded_slices_per_sample_labels_with_the_batches():
 def test_class_grid_and_parse_classes():
     labels, ids = class_grid([5, 2], 3)
     assert labels.tolist() == [5, 5, 5, 2, 2, 2] and ids.tolist() == [0, 1, 2, 0, 1, 2]
-    config = {"model": {"conditional": True, "network": {"num_classes": 4}}, "train": {"p_uncond": 0.1}}
+    config = RunConfig.from_dict(
+        {"model": {"conditional": True, "network": {"num_classes": 4}}, "train": {"p_uncond": 0.1}}
+    )
     assert parse_classes(None, config) is None
     assert parse_classes(["all"], config) == [0, 1, 2, 3] and parse_classes(["3", "1"], config) == [3, 1]
 

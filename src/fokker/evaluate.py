@@ -10,6 +10,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -24,6 +25,9 @@ from fokker.model import load_model, weights_path
 from fokker.samplers import GRID, get_sampler, ineffective, sample_seeded, sampler_options, time_grid
 from fokker.viz import metric_curves, save_picture, training_curve
 
+if TYPE_CHECKING:
+    from fokker.config import RunConfig
+
 # the metrics plotted against NFE, and whether lower is better
 PLOTTED = {
     "fid": True,
@@ -37,17 +41,17 @@ PLOTTED = {
 }
 
 
-def reference_data(config: dict, num: int) -> tuple[Dataset, Dataset]:
+def reference_data(config: RunConfig, num: int) -> tuple[Dataset, Dataset]:
     """(reference, held-out) data: for image sets every training image and the test split; for vector
     data two fresh draws of `num` points (train and test seeds)."""
-    data = dict(config["data"], num_points=num)
-    return dataset_for({**config, "data": data}, "train"), dataset_for({**config, "data": data}, "test")
+    config = config.replace("data", num_points=num)
+    return dataset_for(config, "train"), dataset_for(config, "test")
 
 
 def score(
     samples: torch.Tensor,
     reference: Dataset,
-    config: dict,
+    config: RunConfig,
     classifier: Classifier | None,
     generator: torch.Generator,
     inception: torch.nn.Module | None = None,
@@ -61,7 +65,7 @@ def score(
         if inception is not None:
             out |= inception_metrics(samples, reference.data, inception, generator=generator)
         return out
-    target = analytic_target(config["data"]["name"])
+    target = analytic_target(config.data.name)
     return vector_metrics(samples, reference.data, log_prob=target.log_prob if target else None, generator=generator)
 
 
@@ -86,9 +90,9 @@ def evaluate(
     options = options or {}
     grid = {k: v for k, v in (("steps", steps), ("spacing", spacing)) if v is not None}  # chosen explicitly
     denoiser, config = load_model(checkpoint, device)
-    samplers = samplers or [config["sample"]["sampler"]]
-    steps = steps or [config["sample"]["steps"]]
-    spacing = spacing or config["sample"]["spacing"]
+    samplers = samplers or [config.sample.sampler]
+    steps = steps or [config.sample.steps]
+    spacing = spacing or config.sample.spacing
     check_request(denoiser, config, samplers, steps, spacing, options, grid)
     reference, held_out = reference_data(config, num)
     scorer = Scorer.for_data(reference, config, device, progress, inception_weights, seed)
@@ -104,7 +108,7 @@ def evaluate(
             shown[run["picture"]] = (samples[:64] if samples.dim() == 4 else samples, f"{name}, {n} steps")
     record = {
         "checkpoint": str(checkpoint),
-        "data": config["data"]["name"],
+        "data": config.data.name,
         "num": num,
         "seed": seed,
         "spacing": spacing,
@@ -119,7 +123,13 @@ def evaluate(
 
 
 def check_request(
-    denoiser: Denoiser, config: dict, samplers: list[str], steps: list[int], spacing: str, options: dict, grid: dict
+    denoiser: Denoiser,
+    config: RunConfig,
+    samplers: list[str],
+    steps: list[int],
+    spacing: str,
+    options: dict,
+    grid: dict,
 ) -> None:
     """A UserError, before any work, for an unknown sampler, an option no sampler takes or none feels
     (`_check_effect`), or a step count or spacing the time grid refuses."""
@@ -139,23 +149,27 @@ class Scorer:
     images, distances for vectors; every set draws its subsets from the same seed."""
 
     reference: Dataset
-    config: dict
+    config: RunConfig
     classifier: Classifier | None
     inception: torch.nn.Module | None
     seed: int
 
     @classmethod
     def for_data(
-        cls, reference: Dataset, config: dict, device, progress: bool, inception_weights: str | Path | None, seed: int
+        cls,
+        reference: Dataset,
+        config: RunConfig,
+        device,
+        progress: bool,
+        inception_weights: str | Path | None,
+        seed: int,
     ) -> Scorer:
         """The feature networks `reference` needs: fokker's classifier of the data set, and Inception when
         its weights are given (images only)."""
         classifier = None
         if reference.is_image:
-            d = config["data"]
-            classifier = load_classifier(
-                d["name"], image_size=d["image_size"], channels=d["channels"], progress=progress
-            )
+            d = config.data
+            classifier = load_classifier(d.name, image_size=d.image_size, channels=d.channels, progress=progress)
         inception = load_inception(inception_weights, device) if inception_weights and reference.is_image else None
         return cls(reference, config, classifier, inception, seed)
 
@@ -170,13 +184,11 @@ class Scorer:
 
 
 def _sample_and_score(
-    denoiser: Denoiser, config: dict, scorer: Scorer, name: str, n: int, num: int, *, options: dict, **kwargs
+    denoiser: Denoiser, config: RunConfig, scorer: Scorer, name: str, n: int, num: int, *, options: dict, **kwargs
 ) -> tuple[dict, torch.Tensor]:
     """One row of the record (sampler, steps, NFE, seconds, picture and the metrics) and its samples."""
     start = time.time()
-    samples, info = sample_seeded(
-        denoiser, name, n, config["data"]["shape"], num, **kwargs, **_own(name, options, config)
-    )
+    samples, info = sample_seeded(denoiser, name, n, config.data.shape, num, **kwargs, **_own(name, options, config))
     seconds = time.time() - start
     picture = f"samples_{name}_{n}.png"
     run = {"sampler": name, "steps": n, "nfe": info["nfe"], "seconds": seconds, "picture": picture}
@@ -192,7 +204,7 @@ def _write(out: Path, record: dict, shown: dict, reference: Dataset, checkpoint:
         files.path("metrics.json").write_text(json.dumps(record, indent=2) + "\n")
 
 
-def _own(name: str, options: dict, config: dict) -> dict:
+def _own(name: str, options: dict, config: RunConfig) -> dict:
     """Sampler `name`'s options: the run's own (sample.options) if it is the run's sampler, and those of
     `options` that it takes and that have an effect on it."""
     taken = {**sample_options(config, name), **{k: v for k, v in options.items() if k in sampler_options(name)}}
@@ -200,7 +212,7 @@ def _own(name: str, options: dict, config: dict) -> dict:
     return {k: v for k, v in taken.items() if k not in ignored}
 
 
-def _check_effect(samplers: list[str], options: dict, grid: dict, config: dict) -> None:
+def _check_effect(samplers: list[str], options: dict, grid: dict, config: RunConfig) -> None:
     """A UserError for an option given, or a grid chosen (steps, spacing), that has an effect on none of the
     samplers: the reason each sampler ignores it."""
     for key, value in {**options, **grid}.items():

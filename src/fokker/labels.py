@@ -9,26 +9,28 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 
 from fokker.errors import UserError
 
+if TYPE_CHECKING:
+    from fokker.config import RunConfig
+
 P_UNCOND = 0.1  # the label dropout of a conditional model unless set (Ho & Salimans 2022 use 0.1 or 0.2)
 
 
-def is_conditional(config: dict) -> bool:
+def is_conditional(config: RunConfig) -> bool:
     """Whether the config's model is class-conditional (a config written before the switch is not)."""
-    return bool(config["model"].get("conditional", False))
+    return config.model.conditional
 
 
-def check_conditional(config: dict) -> None:
-    """The label options that need no data: model.conditional a bool; train.p_uncond in [0, 1) and only
-    on a conditional model; model.network.num_classes never set by hand on an unconditional one."""
-    conditional = config["model"].get("conditional", False)
-    if not isinstance(conditional, bool):
-        raise UserError(f"bad value for model.conditional: {conditional!r}; expected true or false")
-    p = config["train"].get("p_uncond")
+def check_conditional(config: RunConfig) -> None:
+    """The label options that need no data (ModelSection checks model.conditional): train.p_uncond in
+    [0, 1) and only on a conditional model; model.network.num_classes never set by hand on an unconditional one."""
+    conditional = config.model.conditional
+    p = config.train.p_uncond
     if p is not None and not conditional:
         raise UserError(
             f"train.p_uncond={p!r} (label dropout) has no effect on an unconditional model; "
@@ -36,7 +38,7 @@ def check_conditional(config: dict) -> None:
         )
     if p is not None and (isinstance(p, bool) or not isinstance(p, int | float) or not 0 <= p < 1):
         raise UserError(f"bad value for train.p_uncond: {p!r}; expected a number in [0, 1)")
-    given = config["model"]["network"].get("num_classes")
+    given = config.model.network.get("num_classes")
     if given is not None and not conditional:
         raise UserError(
             f"model.network.num_classes={given!r} on an unconditional model would train only the null class; "
@@ -44,7 +46,7 @@ def check_conditional(config: dict) -> None:
         )
 
 
-def resolve_classes(config: dict, num_classes: int | None, data_name: str) -> None:
+def resolve_classes(config: RunConfig, num_classes: int | None, data_name: str) -> None:
     """On a conditional model, set model.network.num_classes from the data's classes and train.p_uncond to
     its default, in place; a data set without labels is a UserError."""
     if not is_conditional(config):
@@ -54,15 +56,15 @@ def resolve_classes(config: dict, num_classes: int | None, data_name: str) -> No
             f"model.conditional=true needs class labels, but the data set {data_name!r} has none "
             "(labelled: moons, 8gaussians, digits, mnist, or a folder with one subfolder per class)"
         )
-    net = config["model"]["network"]
+    net = config.model.network
     if net.get("num_classes") not in (None, num_classes):
         raise UserError(
             f"model.network.num_classes={net['num_classes']!r} but {data_name!r} has {num_classes} classes; "
             "leave num_classes unset (model.conditional=true takes it from the data)"
         )
     net["num_classes"] = num_classes
-    if config["train"].get("p_uncond") is None:
-        config["train"]["p_uncond"] = P_UNCOND
+    if config.train.p_uncond is None:
+        config.train.p_uncond = P_UNCOND
 
 
 def label_dropout(labels: torch.Tensor, p_uncond: float, num_classes: int, generator: torch.Generator) -> torch.Tensor:
@@ -75,31 +77,31 @@ def label_dropout(labels: torch.Tensor, p_uncond: float, num_classes: int, gener
 
 
 def batch_kwargs(
-    config: dict, labels: torch.Tensor | None, idx: torch.Tensor, generator: torch.Generator
+    config: RunConfig, labels: torch.Tensor | None, idx: torch.Tensor, generator: torch.Generator
 ) -> dict[str, torch.Tensor]:
     """The model_kwargs of the training batch `idx`: {"y": its labels after dropout} on a conditional model
     (`labels` all the data's labels), {} on an unconditional one (and nothing drawn from `generator`)."""
     if labels is None:
         return {}
-    y = label_dropout(labels[idx], config["train"]["p_uncond"], config["model"]["network"]["num_classes"], generator)
+    y = label_dropout(labels[idx], config.train.p_uncond, config.model.network["num_classes"], generator)
     return {"y": y}
 
 
-def picture_labels(config: dict, num: int, device: torch.device | str = "cpu") -> torch.Tensor | None:
+def picture_labels(config: RunConfig, num: int, device: torch.device | str = "cpu") -> torch.Tensor | None:
     """The classes of the pictures drawn during training: i % K for picture i on a conditional model with K
     classes (fokker.viz.save_picture draws them one row or one colour per class), None on an unconditional one."""
     if not is_conditional(config):
         return None
-    return torch.arange(num, device=device) % config["model"]["network"]["num_classes"]
+    return torch.arange(num, device=device) % config.model.network["num_classes"]
 
 
-def parse_classes(spec: Sequence[str] | None, config: dict) -> list[int] | None:
+def parse_classes(spec: Sequence[str] | None, config: RunConfig) -> list[int] | None:
     """The classes `fokker sample --class` asks for: one class K, a list, or "all" (0..K-1); None without
     --class. A class on an unconditional model, one out of 0..K-1, a repeated one, or sampling without a
     class from a model whose null class was never trained (p_uncond 0) is a UserError."""
     conditional = is_conditional(config)
     if not spec:
-        if conditional and config["train"].get("p_uncond") == 0:
+        if conditional and config.train.p_uncond == 0:
             raise UserError(
                 "this model was trained with train.p_uncond=0, so it cannot sample without a class; give --class"
             )
@@ -109,7 +111,7 @@ def parse_classes(spec: Sequence[str] | None, config: dict) -> list[int] | None:
             f"--class {' '.join(spec)}: this model is unconditional; "
             "--class needs one trained with model.conditional=true"
         )
-    k = config["model"]["network"]["num_classes"]
+    k = config.model.network["num_classes"]
     if list(spec) == ["all"]:
         return list(range(k))
     classes = []

@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from fokker.config import RunConfig, as_run_config
 from fokker.data import Dataset
 from fokker.denoiser import Denoiser
 from fokker.errors import UserError
@@ -19,18 +20,18 @@ from fokker.weights import load_strict, read_weights
 EMBEDDING_RANGE = 1000.0  # the largest |time_scale * c| over the training times: 1000 t, t in [0, 1]
 
 
-def resolve_config(config: dict, dataset: Dataset) -> dict:
+def resolve_config(config: RunConfig | dict, dataset: Dataset) -> RunConfig:
     """Fill in what the data decides: its shape, its classes (and, for a conditional model, the network's
     num_classes and train.p_uncond: fokker.labels), the network's input size and the x0 range; and the
     network's time_scale for the conditioning (`embedding_time_scale`)."""
-    config = copy.deepcopy(config)
+    config = copy.deepcopy(as_run_config(config))
     _fill_time_scale(config)  # first: it tells a fresh config from a resolved one by data.shape
-    config["data"]["shape"] = list(dataset.shape)
-    config["data"]["num_classes"] = dataset.num_classes
-    config["data"]["levels"] = dataset.levels
+    config.data.shape = list(dataset.shape)
+    config.data.num_classes = dataset.num_classes
+    config.data.levels = dataset.levels
     resolve_classes(config, dataset.num_classes, dataset.name)
-    net = config["model"]["network"]
-    outputs = 2 if config["model"].get("variance") == "learned" else 1  # the prediction, and v
+    net = config.model.network
+    outputs = 2 if config.model.variance == "learned" else 1  # the prediction, and v
     if net.get("type") == "unet":
         net.setdefault("in_channels", dataset.shape[0])
         if dataset.shape[0] != net["in_channels"]:
@@ -56,28 +57,28 @@ def embedding_time_scale(conditioning: str, process: Process) -> float:
     return float(f"{EMBEDDING_RANGE / denoiser.condition(ends).abs().max().item():.4g}")
 
 
-def _fill_time_scale(config: dict) -> None:
+def _fill_time_scale(config: RunConfig) -> None:
     """Set model.network.time_scale from the conditioning and the process unless it is given, so the saved
     config says what the network was built with. A run's own config from before it was filled (resolved
     already: data.shape is set) is left as it is: its network keeps the default it was built with."""
-    net = config["model"]["network"]
-    if net.get("time_scale") is None and config["data"].get("shape") is None:
-        process = process_from_config(config["process"])
-        net["time_scale"] = embedding_time_scale(config["model"]["conditioning"], process)
+    net = config.model.network
+    if net.get("time_scale") is None and config.data.shape is None:
+        process = process_from_config(config.process)
+        net["time_scale"] = embedding_time_scale(config.model.conditioning, process)
 
 
-def build_model(config: dict) -> tuple[nn.Module, Denoiser]:
+def build_model(config: RunConfig) -> tuple[nn.Module, Denoiser]:
     """The network and the Denoiser described by a resolved config."""
-    network = build_network(config["model"]["network"])
+    network = build_network(config.model.network)
     return network, denoiser_for(network, config)
 
 
-def denoiser_for(network: nn.Module, config: dict) -> Denoiser:
+def denoiser_for(network: nn.Module, config: RunConfig) -> Denoiser:
     """The Denoiser the config's model section describes, around `network`."""
-    m = config["model"]
-    clip = tuple(m["clip"]) if m.get("clip") is not None else None
-    process = process_from_config(config["process"])
-    return Denoiser(network, process, m["prediction"], clip, m["conditioning"], m.get("variance", "fixed"))
+    m = config.model
+    clip = tuple(m.clip) if m.clip is not None else None
+    process = process_from_config(config.process)
+    return Denoiser(network, process, m.prediction, clip, m.conditioning, m.variance)
 
 
 def weights_path(checkpoint: str | Path) -> Path:
@@ -90,12 +91,16 @@ def weights_path(checkpoint: str | Path) -> Path:
     return path
 
 
-def load_model(checkpoint: str | Path, device: torch.device | str = "cpu") -> tuple[Denoiser, dict]:
+def load_model(checkpoint: str | Path, device: torch.device | str = "cpu") -> tuple[Denoiser, RunConfig]:
     """(Denoiser in eval mode, config) from a run folder or an exported .safetensors file."""
     path = weights_path(checkpoint)
-    state, config = read_weights(path)
+    state, raw = read_weights(path)
     try:
-        network = build_network(config["model"]["network"])
+        config = as_run_config(raw)
+    except UserError as err:
+        raise UserError(f"{path}: {err}") from None
+    try:
+        network = build_network(config.model.network)
     except (KeyError, TypeError) as err:
         raise UserError(f"{path}: its config does not describe a network ({err})") from None
     load_strict(network, state, path)

@@ -6,14 +6,18 @@ can compute without writing, and so the rules for writing a result whole live in
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from fokker.files import FileSet, atomic_write
 from fokker.reports import LikelihoodReport
 
+if TYPE_CHECKING:
+    from fokker.config import RunConfig
 
-def write_samples(out: Path, samples: torch.Tensor, labels: torch.Tensor | None, config: dict, title: str) -> None:
+
+def write_samples(out: Path, samples: torch.Tensor, labels: torch.Tensor | None, config: RunConfig, title: str) -> None:
     """The picture `out` and the raw samples beside it (.npz: samples, labels, uint8 images), written as one set:
     both new or both old (fokker.files.FileSet, the .npz marks it whole)."""
     import numpy as np
@@ -23,7 +27,7 @@ def write_samples(out: Path, samples: torch.Tensor, labels: torch.Tensor | None,
 
     reference = None
     if samples.dim() == 2:
-        reference = load_dataset(config["data"]["name"], num_points=5000, seed=config["train"]["seed"]).data
+        reference = load_dataset(config.data.name, num_points=5000, seed=config.train.seed).data
     arrays = {"samples": samples.numpy()}
     if labels is not None:
         arrays["labels"] = labels.numpy()

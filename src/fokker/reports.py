@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -15,6 +16,9 @@ from fokker.denoiser import Denoiser
 from fokker.errors import UserError
 from fokker.likelihood import Likelihood, likelihood_in_batches, method_options
 from fokker.samplers import time_grid
+
+if TYPE_CHECKING:
+    from fokker.config import RunConfig
 
 # the options of fokker.likelihood's two methods a person tunes (`fokker likelihood` has a flag for each);
 # a report records their values, defaults included
@@ -88,7 +92,7 @@ class LikelihoodReport:
 
 def likelihood_report(
     denoiser: Denoiser,
-    config: dict,
+    config: RunConfig,
     method: str = "vlb",
     *,
     num: int = 256,
@@ -118,10 +122,10 @@ def likelihood_report(
     return LikelihoodReport(result, split, data.levels, x[0].numel(), used, seconds, times)
 
 
-def interpolation_pair(config: dict, a: str, b: str) -> tuple[torch.Tensor, torch.Tensor]:
+def interpolation_pair(config: RunConfig, a: str, b: str) -> tuple[torch.Tensor, torch.Tensor]:
     """The endpoints of an interpolation, each an image file (resized to the model's shape) or the index
     of an example of the run's test split; on the CPU."""
-    shape = tuple(config["data"]["shape"])
+    shape = tuple(config.data.shape)
     test = None
     ends = []
     for given in (a, b):

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from fokker.config import apply_overrides, load_preset, merge, sample_options, to_yaml, validate
+from fokker.config import RunConfig, apply_overrides, load_preset, sample_options, set_values, to_yaml, validate
 
 # `fokker train`: flag (its argparse dest) -> the config field it sets
 TRAIN_FIELDS = {
@@ -32,24 +32,11 @@ def flag_overrides(args: argparse.Namespace, table: dict[str, str]) -> list[Over
     return [(path, value) for path, value in values if value is not None and value != ""]
 
 
-def apply(config: dict, overrides: list[Override]) -> dict:
-    """`config` with each (dotted path, value) set in turn, by the rules of fokker.config.merge."""
-    for path, value in overrides:
-        update: dict = {}
-        node = update
-        *sections, key = path.split(".")
-        for name in sections:
-            node = node.setdefault(name, {})
-        node[key] = value
-        config = merge(config, update)
-    return config
-
-
-def lookup(config: dict, path: str) -> Any:
-    """The value at a dotted path of `config`."""
-    node = config
+def lookup(config: RunConfig, path: str) -> Any:
+    """The value of the field at a dotted path of a typed config, e.g. "sample.steps"."""
+    node: Any = config
     for key in path.split("."):
-        node = node[key]
+        node = getattr(node, key)
     return node
 
 
@@ -57,7 +44,7 @@ def train_config(args: argparse.Namespace) -> dict:
     """The config `fokker train` asks for: the preset (toy, or images with --data), then the flags of
     TRAIN_FIELDS, then the KEY=VALUE overrides; not yet validated."""
     config = load_preset(args.preset or ("images" if args.data else "toy"))
-    config = apply(config, flag_overrides(args, TRAIN_FIELDS))
+    config = set_values(config, flag_overrides(args, TRAIN_FIELDS))
     return apply_overrides(config, args.overrides)
 
 
@@ -79,12 +66,10 @@ def budget(args: argparse.Namespace) -> dict:
 
 def dry_run(config: dict, budget: dict) -> str:
     """The resolved config of `fokker train --dry-run` (with its budget), validated, as YAML."""
-    config = apply(config, [(BUDGET_FIELDS[k], v) for k, v in budget.items()])
-    validate(config)
-    return to_yaml(config)
+    return to_yaml(validate(set_values(config, [(BUDGET_FIELDS[k], v) for k, v in budget.items()])))
 
 
-def sample_settings(args: argparse.Namespace, config: dict) -> tuple[str, int, str, dict]:
+def sample_settings(args: argparse.Namespace, config: RunConfig) -> tuple[str, int, str, dict]:
     """(sampler, steps, spacing, options) of `fokker sample`: each flag of SAMPLE_FIELDS, or when not given
     the run's sample section; the options are the run's sample.options for that sampler, overridden by
     the sampler flags given."""
@@ -99,6 +84,6 @@ def sample_settings(args: argparse.Namespace, config: dict) -> tuple[str, int, s
     return sampler, chosen["steps"], chosen["spacing"], options
 
 
-def data_shape(config: dict) -> list[int]:
+def data_shape(config: RunConfig) -> list[int]:
     """The shape of one example of the run's data."""
-    return lookup(config, "data.shape")
+    return config.data.shape

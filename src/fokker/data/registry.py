@@ -7,6 +7,7 @@ import functools
 from collections.abc import Callable
 from numbers import Integral
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fokker.data.dataset import Dataset, LoadOptions
 from fokker.data.folders import load_folder
@@ -14,6 +15,9 @@ from fokker.data.packaged import load_digits, load_mnist
 from fokker.data.splits import split_index
 from fokker.data.toys import TARGETS, TOYS, load_target, load_toy
 from fokker.errors import UserError
+
+if TYPE_CHECKING:
+    from fokker.config import RunConfig
 
 Loader = Callable[[str, LoadOptions], Dataset]  # (split, options) -> Dataset
 
@@ -31,16 +35,16 @@ def dataset_names() -> list[str]:
     return list(DATASETS)
 
 
-def dataset_for(config: dict, split: str = "train") -> Dataset:
+def dataset_for(config: RunConfig, split: str = "train") -> Dataset:
     """The data set the config's data section names."""
-    d = config["data"]
+    d = config.data
     return load_dataset(
-        d["name"],
+        d.name,
         split=split,
-        image_size=d["image_size"],
-        channels=d["channels"],
-        num_points=d["num_points"],
-        seed=config["train"]["seed"],
+        image_size=d.image_size,
+        channels=d.channels,
+        num_points=d.num_points,
+        seed=config.train.seed,
     )
 
 

@@ -14,7 +14,7 @@ import torch
 from accelerate import Accelerator
 
 from fokker.accelerator import make_accelerator
-from fokker.config import read_run_config, validate
+from fokker.config import RunConfig, TrainSection, as_run_config, read_run_config
 from fokker.data import Dataset, dataset_for
 from fokker.denoiser import Denoiser
 from fokker.ema import EMA
@@ -37,7 +37,7 @@ class Run:
     """A training run, built: its resolved config, its folder (and lock), the Accelerator, the data (on the
     device), the state being trained, the Denoiser around the prepared network and the loss."""
 
-    config: dict
+    config: RunConfig
     out: Path
     acc: Accelerator
     dataset: Dataset
@@ -50,12 +50,12 @@ class Run:
     resumed: bool
 
     @property
-    def tc(self) -> dict:
+    def tc(self) -> TrainSection:
         """The config's train section."""
-        return self.config["train"]
+        return self.config.train
 
 
-def prepare_run(config: dict, out: Path, resume: bool, budget: dict) -> dict:
+def prepare_run(config: dict | RunConfig, out: Path, resume: bool, budget: dict) -> RunConfig:
     """The config to train with: a fresh one (refusing to overwrite a run) or the run's own on resume,
     with the budget keys (steps, minutes) in `budget` replacing the config's."""
     check_writable(out, folder=True)
@@ -65,9 +65,7 @@ def prepare_run(config: dict, out: Path, resume: bool, budget: dict) -> dict:
         config = read_run_config(out / "config.yaml")
     else:
         check_fresh(out)
-    config["train"].update(budget)
-    validate(config)
-    return config
+    return as_run_config(config).replace("train", **budget).validate()
 
 
 def check_fresh(out: Path) -> None:
@@ -76,13 +74,13 @@ def check_fresh(out: Path) -> None:
         raise UserError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
 
 
-def build_run(config: dict, out: Path, resume: bool, device: str, budget: dict, held: ExitStack) -> Run:
+def build_run(config: dict | RunConfig, out: Path, resume: bool, device: str, budget: dict, held: ExitStack) -> Run:
     """The run `train` trains: its lock taken (and held by `held`), its state loaded on resume (a run stopped
     before its first checkpoint starts from step 0), its network and optimiser prepared by Accelerate."""
     config = prepare_run(config, out, resume, budget)
     dataset = dataset_for(config)
     config = resolve_config(config, dataset)
-    acc = make_accelerator(device, config["train"]["mixed_precision"])
+    acc = make_accelerator(device, config.train.mixed_precision)
     state = new_state(config, acc)
     lock = held.enter_context(run_lock(out, acc))
     if not resume:
@@ -94,26 +92,24 @@ def build_run(config: dict, out: Path, resume: bool, device: str, budget: dict, 
     state.model, state.optimizer = acc.prepare(state.model, state.optimizer)
     data = dataset.data.to(acc.device)
     labels = dataset.labels.to(acc.device) if is_conditional(config) else None
-    tc = config["train"]
-    loss_fn = training_loss(
-        tc["loss"], tc["weighting"], tc["loss_target"], config["data"]["levels"], tc["hybrid_weight"]
-    )
+    tc = config.train
+    loss_fn = training_loss(tc.loss, tc.weighting, tc.loss_target, config.data.levels, tc.hybrid_weight)
     denoiser = denoiser_for(state.model, config)
     return Run(config, out, acc, dataset, data, labels, state, denoiser, loss_fn, lock, resume)
 
 
-def new_state(config: dict, acc: Accelerator) -> TrainState:
+def new_state(config: RunConfig, acc: Accelerator) -> TrainState:
     """A fresh TrainState: the initial weights from train.seed (the same on every process), then the global
     RNG at seed + rank (dropout) and the generator of batches, times and noise at seed + 7919 rank."""
-    tc = config["train"]
-    torch.manual_seed(tc["seed"])
+    tc = config.train
+    torch.manual_seed(tc.seed)
     network, plain = build_model(config)
-    optimizer = torch.optim.AdamW(network.parameters(), lr=tc["lr"], weight_decay=tc["weight_decay"])
-    warmup = max(tc["warmup"], 1)
+    optimizer = torch.optim.AdamW(network.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    warmup = max(tc.warmup, 1)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup))
-    ema = EMA(network, tc["ema_decay"])
+    ema = EMA(network, tc.ema_decay)
     rank = acc.process_index
-    torch.manual_seed(tc["seed"] + rank)
-    gen = torch.Generator(device=acc.device).manual_seed(tc["seed"] + 7919 * rank)
-    times = LossAwareSampler(plain.process.T) if tc["time_sampler"] == "importance" else None
+    torch.manual_seed(tc.seed + rank)
+    gen = torch.Generator(device=acc.device).manual_seed(tc.seed + 7919 * rank)
+    times = LossAwareSampler(plain.process.T) if tc.time_sampler == "importance" else None
     return TrainState(network, ema, optimizer, scheduler, gen, times)

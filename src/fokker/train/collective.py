@@ -14,6 +14,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import broadcast
 
+from fokker.config import TrainSection
 from fokker.errors import UserError
 from fokker.files import lock_run
 
@@ -34,13 +35,11 @@ def main_says(text: str | None, acc: Accelerator, size: int = 2048) -> str:
     return bytes(data.tolist()).rstrip(b"\0").decode("utf-8", "replace")
 
 
-def done(step: int, elapsed: float, tc: dict, acc: Accelerator) -> bool:
+def done(step: int, elapsed: float, tc: TrainSection, acc: Accelerator) -> bool:
     """Whether the budget (train.steps or train.minutes) is spent; with several processes, process 0's clock
     decides for all."""
-    stop = (tc["steps"] is not None and step >= tc["steps"]) or (
-        tc["minutes"] is not None and elapsed >= tc["minutes"] * 60
-    )
-    if acc.num_processes > 1 and tc["minutes"] is not None:
+    stop = (tc.steps is not None and step >= tc.steps) or (tc.minutes is not None and elapsed >= tc.minutes * 60)
+    if acc.num_processes > 1 and tc.minutes is not None:
         stop = bool(broadcast(torch.tensor([stop], device=acc.device), from_process=0).item())
     return stop
 

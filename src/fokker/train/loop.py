@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fokker.checkpoint import latest_name, remove_temporaries, step_name
-from fokker.config import to_yaml
+from fokker.config import RunConfig, to_yaml
 from fokker.files import atomic_write_text, sign_lock
 from fokker.metrics_jsonl import trim_metrics
 from fokker.train.build import Run, build_run
@@ -31,7 +31,7 @@ class TrainResult:
 
 
 def train(
-    config: dict,
+    config: dict | RunConfig,
     out: str | Path,
     *,
     resume: bool = False,
@@ -40,8 +40,9 @@ def train(
     progress: bool = True,
     log: Callable[[str], None] | None = None,
 ) -> TrainResult:
-    """Train the model described by `config` into the run folder `out` (see fokker.checkpoint), holding its
-    lock throughout. `log` (print, for the CLI) is told how many processes train on which device."""
+    """Train the model described by `config` (a RunConfig, or raw nested dicts: fokker.config) into the run
+    folder `out` (see fokker.checkpoint), holding its lock throughout. `log` (print, for the CLI) is told
+    how many processes train on which device."""
     with ExitStack() as held:
         run = build_run(config, Path(out), resume, device, budget or {}, held)
         return _train(run, progress, log)
@@ -61,9 +62,9 @@ def _train(run: Run, progress: bool, log: Callable[[str], None] | None) -> Train
         check_launcher(launcher)
         loss, grad_norm = train_step(run)
         clock.update(loss, grad_norm)
-        if s.step % tc["checkpoint_every"] == 0:
+        if s.step % tc.checkpoint_every == 0:
             s.save(run.out, run.config, acc)
-        if s.step % tc["sample_every"] == 0:
+        if s.step % tc.sample_every == 0:
             pictures.draw()
     loss = clock.close()
     if main_decides(latest_name(run.out) != step_name(s.step), acc):  # not the folder: a kill can leave it

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from fokker.checkpoint import step_name
-from fokker.config import sample_options
+from fokker.config import RunConfig, sample_options
 from fokker.denoiser import Denoiser
 from fokker.labels import picture_labels
 from fokker.model import denoiser_for
@@ -27,7 +27,7 @@ class Pictures:
     def __init__(self, run: Run) -> None:
         self.run = run
         self.noise = torch.randn(
-            (run.config["sample"]["num"], *run.dataset.shape), generator=torch.Generator().manual_seed(run.tc["seed"])
+            (run.config.sample.num, *run.dataset.shape), generator=torch.Generator().manual_seed(run.tc.seed)
         )
         self.labels = picture_labels(run.config, len(self.noise))
 
@@ -53,13 +53,13 @@ class Pictures:
 
 
 @torch.no_grad()
-def sample_pictures(denoiser: Denoiser, config: dict, x_T: torch.Tensor) -> torch.Tensor:
+def sample_pictures(denoiser: Denoiser, config: RunConfig, x_T: torch.Tensor) -> torch.Tensor:
     """Samples from fixed noise with the config's sampler, for the pictures written during training; on a
     conditional model picture i is of class i % K (fokker.labels.picture_labels)."""
-    s = config["sample"]
+    s = config.sample
     # a stochastic sampler's noise comes from its own generator: fixed from picture to picture, and the
     # global RNG (dropout), saved in checkpoints for exact resume, is left alone
-    gen = torch.Generator(x_T.device).manual_seed(config["train"]["seed"])
+    gen = torch.Generator(x_T.device).manual_seed(config.train.seed)
     x_T = x_T * denoiser.process.prior_std
     options = sample_options(config, s["sampler"])
     y = picture_labels(config, len(x_T), x_T.device)
@@ -78,7 +78,7 @@ def picture_path(out: Path, step: int) -> Path:
 def picture_due(step: int, tc: dict) -> bool:
     """Whether the checkpoint of `step` has a sample picture: every sample_every steps, and where a run ended
     (the only checkpoints off the checkpoint_every grid; an end on the grid cannot be told apart)."""
-    return step % tc["sample_every"] == 0 or step % tc["checkpoint_every"] != 0
+    return step % tc.sample_every == 0 or step % tc.checkpoint_every != 0
 
 
 def trim_pictures(out: Path, step: int) -> None:

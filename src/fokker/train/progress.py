@@ -21,12 +21,12 @@ class Progress:
 
     def __init__(self, run: Run, show: bool) -> None:
         s, tc = run.state, run.tc
-        self.run, self.every = run, tc["log_every"]
+        self.run, self.every = run, tc.log_every
         self.start, self.last_time, self.last_step = time.time() - s.elapsed, time.time(), s.step
         self.loss_sum, self.loss_n, self.last_loss = 0.0, 0, float("nan")
-        self.by_steps = bool(tc["steps"])
+        self.by_steps = bool(tc.steps)
         self.bar = tqdm(
-            total=tc["steps"] if self.by_steps else int(tc["minutes"] * 60),
+            total=tc.steps if self.by_steps else int(tc.minutes * 60),
             initial=s.step if self.by_steps else int(s.elapsed),
             unit="step" if self.by_steps else "s",
             disable=not (show and run.acc.is_main_process),

@@ -15,6 +15,7 @@ from accelerate.utils import gather
 from torch import nn
 
 from fokker.checkpoint import latest_name, load_checkpoint, save_checkpoint, step_name
+from fokker.config import RunConfig
 from fokker.ema import EMA
 from fokker.errors import UserError
 from fokker.files import atomic_write_text
@@ -55,15 +56,15 @@ class TrainState:
         if self.times is not None:
             self.times.load_state_dict(saved["time_sampler"])
 
-    def save(self, out: Path, config: dict, acc: Accelerator) -> None:
+    def save(self, out: Path, config: RunConfig, acc: Accelerator) -> None:
         """Checkpoint the state (every process takes part: the RNG states are gathered) and export its EMA
         weights to model.safetensors; weights that are NaN or infinite are refused (`check_weights`)."""
         network = acc.unwrap_model(self.model)
         check_weights(self.step, {"model": network, "ema": self.ema.model}, out)
         rng = self.rng_states(acc)
         if acc.is_main_process:
-            save_checkpoint(out, self.step, self.parts(network, rng), config["train"]["keep_last"])
-            export_weights(out / "model.safetensors", self.ema.model.state_dict(), config, self.step)
+            save_checkpoint(out, self.step, self.parts(network, rng), config.train.keep_last)
+            export_weights(out / "model.safetensors", self.ema.model.state_dict(), config.to_dict(), self.step)
         acc.wait_for_everyone()
 
     def rng_states(self, acc: Accelerator) -> dict[str, torch.Tensor]:
@@ -87,13 +88,13 @@ class TrainState:
             parts["time_sampler"] = self.times.state_dict()
         return parts
 
-    def repair(self, out: Path, config: dict) -> None:
+    def repair(self, out: Path, config: RunConfig) -> None:
         """After a kill (or a damaged newest checkpoint), make `latest` name the checkpoint resumed from and
         model.safetensors hold its EMA weights (the step is in its metadata)."""
         if latest_name(out) != step_name(self.step):
             atomic_write_text(out / "latest", step_name(self.step) + "\n")
         if exported_step(out / "model.safetensors") != self.step:
-            export_weights(out / "model.safetensors", self.ema.model.state_dict(), config, self.step)
+            export_weights(out / "model.safetensors", self.ema.model.state_dict(), config.to_dict(), self.step)
 
 
 def check_weights(step: int, modules: dict[str, nn.Module], out: Path) -> None:

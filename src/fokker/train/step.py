@@ -21,13 +21,13 @@ from fokker.train.build import Run
 def train_step(run: Run) -> tuple[torch.Tensor, torch.Tensor]:
     """Advance `run.state` by one step; (the batch's loss, the gradient norm before clipping)."""
     s, acc, tc = run.state, run.acc, run.tc
-    idx = torch.randint(0, len(run.data), (tc["batch_size"],), generator=s.gen, device=acc.device)
+    idx = torch.randint(0, len(run.data), (tc.batch_size,), generator=s.gen, device=acc.device)
     kw = batch_kwargs(run.config, run.labels, idx, s.gen)  # the batch's labels, some dropped to the null class
     with acc.autocast():
         loss = batch_loss(run, idx, kw)
     s.optimizer.zero_grad(set_to_none=True)
     acc.backward(loss)
-    grad_norm = acc.clip_grad_norm_(s.model.parameters(), math.inf if tc["grad_clip"] is None else tc["grad_clip"])
+    grad_norm = acc.clip_grad_norm_(s.model.parameters(), math.inf if tc.grad_clip is None else tc.grad_clip)
     check_step(loss, grad_norm, s.step + 1, acc, run.out, tc)
     s.optimizer.step()
     s.scheduler.step()
@@ -64,5 +64,5 @@ def check_step(loss: torch.Tensor, grad_norm: torch.Tensor, step: int, acc: Acce
     raise UserError(
         f"training diverged at step {step}: the loss is {bad:.4g}, the gradient norm {norm:.4g}; nothing of it "
         f"was saved ({f'the run keeps {kept}' if kept else 'no checkpoint yet'}); lower train.lr "
-        f"(now {tc['lr']:g}) or train.grad_clip (now {tc['grad_clip']})"
+        f"(now {tc.lr:g}) or train.grad_clip (now {tc.grad_clip})"
     )
