@@ -5,7 +5,7 @@ import copy
 import pytest
 import torch
 
-from fokker.config import DEFAULTS, apply_overrides, load_preset
+from fokker.config import DEFAULTS, RunConfig, apply_overrides, load_preset
 from fokker.data import Dataset
 from fokker.denoiser import CONDITIONINGS
 from fokker.model import build_model, load_model, resolve_config
@@ -24,7 +24,7 @@ PROCESSES = {  # every kind a preset uses, with the settings of the presets and 
 CASES = [(p, c) for p in PROCESSES for c in CONDITIONINGS if c != "index" or PROCESSES[p].get("T") is not None]
 
 
-def resolved(process: dict, conditioning: str, **network) -> dict:
+def resolved(process: dict, conditioning: str, **network) -> RunConfig:
     config = copy.deepcopy(DEFAULTS)
     config["process"], config["model"]["conditioning"] = dict(process), conditioning
     config["model"]["network"].update(network)
@@ -52,14 +52,14 @@ def test_embedding_arguments_span_what_time_conditioning_gives(process, conditio
 def test_a_given_time_scale_is_kept(given, kept):
     """The user's model.network.time_scale wins; null means "fill it" (1000 / T for 'index')."""
     config = resolved(PROCESSES["vp-linear-1000"], "index", time_scale=given)
-    assert config["model"]["network"]["time_scale"] == kept
+    assert config.model.network["time_scale"] == kept
 
 
 def test_a_run_resolved_before_time_scale_was_filled_keeps_the_scale_it_was_built_with():
     """Resuming a run whose saved config has no time_scale (written before it was filled) must not change
     its network: it was built with the networks' default, 1000."""
     config = resolved(PROCESSES["vp-linear-1000"], "index")
-    del config["model"]["network"]["time_scale"]
+    del config.model.network["time_scale"]
     again = resolve_config(config, Dataset(torch.zeros(4, 2), None, None, "zeros"))
     assert build_model(again)[0].time_embed.scale == 1000.0
 

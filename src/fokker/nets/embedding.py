@@ -98,3 +98,16 @@ def check_no_labels(y: Tensor | None) -> None:
     """Raise ValueError when labels are passed to an unconditional network."""
     if y is not None:
         raise ValueError("labels y were given but the network has num_classes=None")
+
+
+def embed_conditions(
+    time_embed: TimeEmbedding, label_embed: LabelEmbedding | None, t: Tensor | float, y: Tensor | None, x: Tensor
+) -> Tensor:
+    """The conditioning vector of a batch x: the time embedding, plus the label embedding on a
+    class-conditional network (labels on an unconditional one are a ValueError)."""
+    b = x.shape[0]
+    emb = time_embed(batch_times(t, b, x.device))
+    if label_embed is None:
+        check_no_labels(y)
+        return emb
+    return emb + label_embed(y, b)

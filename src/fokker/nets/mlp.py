@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .embedding import LabelEmbedding, TimeEmbedding, batch_times, check_no_labels
+from .embedding import LabelEmbedding, TimeEmbedding, embed_conditions
 
 
 class MLP(nn.Module):
@@ -47,12 +47,7 @@ class MLP(nn.Module):
 
     def forward(self, x: Tensor, t: Tensor | float, y: Tensor | None = None) -> Tensor:
         """``x``: (B, dim); ``t``: (B,) or scalar noise level; ``y``: (B,) labels or None."""
-        b = x.shape[0]
-        emb = self.time_embed(batch_times(t, b, x.device))
-        if self.label_embed is not None:
-            emb = emb + self.label_embed(y, b)
-        else:
-            check_no_labels(y)
+        emb = embed_conditions(self.time_embed, self.label_embed, t, y, x)
         cond = self.emb_proj(F.silu(emb)).to(x.dtype).chunk(len(self.layers), dim=1)
         h = x
         for layer, c in zip(self.layers, cond, strict=True):

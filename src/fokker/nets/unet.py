@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .embedding import LabelEmbedding, TimeEmbedding, batch_times, check_no_labels
+from .embedding import LabelEmbedding, TimeEmbedding, embed_conditions
 
 
 def _norm(channels: int, groups: int) -> nn.GroupNorm:
@@ -181,38 +182,51 @@ class UNet(nn.Module):
             return ResAttn(ResBlock(cin, cout, emb_dim, dropout, groups), attn)
 
         self.conv_in = nn.Conv2d(in_channels, base_channels, 3, padding=1)
-        self.down = nn.ModuleList()  # flat: ResAttn * n, Downsample, ...; every output is a skip
-        skips, ch = [base_channels], base_channels
+        ch, skips = self._build_down(block, base_channels, channel_mult, num_res_blocks, sizes)
+        self.mid = nn.ModuleList([block(ch, ch, sizes[-1]), ResBlock(ch, ch, emb_dim, dropout, groups)])
+        ch = self._build_up(block, ch, skips, base_channels, channel_mult, num_res_blocks, sizes)
+        self.out = nn.Sequential(_norm(ch, groups), nn.SiLU(), _zero(nn.Conv2d(ch, out_channels, 3, padding=1)))
+
+    def _build_down(
+        self, block: Callable, base: int, channel_mult: tuple[int, ...], n: int, sizes: list[int]
+    ) -> tuple[int, list[int]]:
+        """The encoder, flat: ResAttn * n, Downsample, ...; returns its channels and those of its skips
+        (every output is one)."""
+        self.down = nn.ModuleList()
+        skips, ch = [base], base
         for i, mult in enumerate(channel_mult):
-            for _ in range(num_res_blocks):
-                self.down.append(block(ch, base_channels * mult, sizes[i]))
-                ch = base_channels * mult
+            for _ in range(n):
+                self.down.append(block(ch, base * mult, sizes[i]))
+                ch = base * mult
                 skips.append(ch)
             if i < len(channel_mult) - 1:
                 self.down.append(Downsample(ch))
                 skips.append(ch)
+        return ch, skips
 
-        mid_res = ResBlock(ch, ch, emb_dim, dropout, groups)
-        self.mid = nn.ModuleList([block(ch, ch, sizes[-1]), mid_res])
-
-        self.up = nn.ModuleList()  # flat: ResAttn * (n + 1) on [h, skip], Upsample, ...
+    def _build_up(
+        self,
+        block: Callable,
+        ch: int,
+        skips: list[int],
+        base: int,
+        channel_mult: tuple[int, ...],
+        n: int,
+        sizes: list[int],
+    ) -> int:
+        """The decoder, flat: ResAttn * (n + 1) on [h, skip], Upsample, ...; returns its channels."""
+        self.up = nn.ModuleList()
         for i, mult in reversed(list(enumerate(channel_mult))):
-            for _ in range(num_res_blocks + 1):
-                self.up.append(block(ch + skips.pop(), base_channels * mult, sizes[i]))
-                ch = base_channels * mult
+            for _ in range(n + 1):
+                self.up.append(block(ch + skips.pop(), base * mult, sizes[i]))
+                ch = base * mult
             if i > 0:
                 self.up.append(Upsample(ch))
-
-        self.out = nn.Sequential(_norm(ch, groups), nn.SiLU(), _zero(nn.Conv2d(ch, out_channels, 3, padding=1)))
+        return ch
 
     def forward(self, x: Tensor, t: Tensor | float, y: Tensor | None = None) -> Tensor:
         """``x``: (B, C, H, W); ``t``: (B,) or scalar noise level; ``y``: (B,) labels or None."""
-        b = x.shape[0]
-        emb = self.time_embed(batch_times(t, b, x.device))
-        if self.label_embed is not None:
-            emb = emb + self.label_embed(y, b)
-        else:
-            check_no_labels(y)
+        emb = embed_conditions(self.time_embed, self.label_embed, t, y, x)
         emb = F.silu(emb).to(x.dtype)
 
         hs = [self.conv_in(x)]

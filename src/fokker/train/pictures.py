@@ -61,11 +61,11 @@ def sample_pictures(denoiser: Denoiser, config: RunConfig, x_T: torch.Tensor) ->
     # global RNG (dropout), saved in checkpoints for exact resume, is left alone
     gen = torch.Generator(x_T.device).manual_seed(config.train.seed)
     x_T = x_T * denoiser.process.prior_std
-    options = sample_options(config, s["sampler"])
+    options = sample_options(config, s.sampler)
     y = picture_labels(config, len(x_T), x_T.device)
     kw = None if y is None else {"y": y}
     x, _ = sample(
-        denoiser, s["sampler"], s["steps"], x_T=x_T, spacing=s["spacing"], generator=gen, model_kwargs=kw, **options
+        denoiser, s.sampler, s.steps, x_T=x_T, spacing=s.spacing, generator=gen, model_kwargs=kw, **options
     )
     return x
 
