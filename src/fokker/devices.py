@@ -3,9 +3,14 @@ resolves it (so `fokker train` and the inference commands agree), without the tr
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
 from fokker.errors import UserError
+
+if TYPE_CHECKING:
+    from accelerate import Accelerator
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
@@ -34,3 +39,12 @@ def inference_device(device: str) -> torch.device:
 
     check_device(device)
     return PartialState(cpu=wants_cpu(device)).device
+
+
+def make_accelerator(device: str, mixed_precision: str) -> Accelerator:
+    """The Accelerator (Hugging Face Accelerate) that trains on --device auto|cpu|cuda|mps; an absent
+    device is a UserError."""
+    from accelerate import Accelerator
+
+    check_device(device)
+    return Accelerator(cpu=wants_cpu(device), mixed_precision=mixed_precision)

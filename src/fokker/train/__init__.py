@@ -16,7 +16,7 @@ was killed stop instead of training on unwatched.
     collective.py  what all processes must agree on; the run lock
     loop.py        the loop (train)"""
 
-from fokker.accelerator import make_accelerator
+from fokker.devices import make_accelerator
 from fokker.train.build import Run, build_run, check_fresh, prepare_run
 from fokker.train.loop import TrainResult, train
 from fokker.train.pictures import picture_path, sample_pictures, trim_pictures

@@ -13,10 +13,10 @@ from typing import IO
 import torch
 from accelerate import Accelerator
 
-from fokker.accelerator import make_accelerator
 from fokker.config import RunConfig, TrainSection, as_run_config, read_run_config
 from fokker.data import Dataset, dataset_for
 from fokker.denoiser import Denoiser
+from fokker.devices import make_accelerator
 from fokker.ema import EMA
 from fokker.errors import UserError
 from fokker.files import check_writable
