@@ -31,4 +31,4 @@ __all__ = [
     "simple_loss",
     "time_grid",
 ]
-__version__ = "0.1.0"
+__version__ = "0.2.0"

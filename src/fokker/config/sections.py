@@ -40,7 +40,7 @@ class Section:
     def validate(self) -> None:
         """Check the section's own values (checks across sections live in RunConfig.validate)."""
 
-    # deprecated: a loaded config was nested dicts before fokker 0.3 (fokker.config.deprecated_mapping)
+    # deprecated: a loaded config was nested dicts before fokker 0.2 (fokker.config.deprecated_mapping)
     def __getitem__(self, key: str) -> Any:
         deprecated_mapping(f"{self.section}[{key!r}]", f"{self.section}.{key}")
         return getattr(self, key)

@@ -64,9 +64,7 @@ def sample_pictures(denoiser: Denoiser, config: RunConfig, x_T: torch.Tensor) ->
     options = sample_options(config, s.sampler)
     y = picture_labels(config, len(x_T), x_T.device)
     kw = None if y is None else {"y": y}
-    x, _ = sample(
-        denoiser, s.sampler, s.steps, x_T=x_T, spacing=s.spacing, generator=gen, model_kwargs=kw, **options
-    )
+    x, _ = sample(denoiser, s.sampler, s.steps, x_T=x_T, spacing=s.spacing, generator=gen, model_kwargs=kw, **options)
     return x
 
 
