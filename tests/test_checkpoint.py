@@ -83,8 +83,8 @@ def test_load_model_returns_exactly_the_exported_ema_weights(run10):
     # the EMA really is a different set of weights from the raw model after 10 steps
     assert any(not torch.equal(state["ema"][k], state["model"][k]) for k in loaded)
     # the exported config is the run's resolved config
-    assert config["model"]["network"]["hidden"] == 32
-    assert config["data"]["shape"] == [2]
+    assert config.model.network["hidden"] == 32
+    assert config.data.shape == [2]
     assert not denoiser.fn.training
     # a path to the .safetensors file itself gives the same thing
     again, _ = load_model(run10 / "model.safetensors")

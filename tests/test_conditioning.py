@@ -71,6 +71,6 @@ def test_the_filled_time_scale_is_saved_and_reloaded(tmp_path, one_thread):
     config = apply_overrides(load_preset("toy"), [*tiny, "model.conditioning=index", "process.T=100"])
     train(config, tmp_path / "run", device="cpu", budget={"steps": 2}, progress=False)
     denoiser, saved = load_model(tmp_path / "run")
-    assert saved["model"]["network"]["time_scale"] == 10.0 and denoiser.fn.time_embed.scale == 10.0
+    assert saved.model.network["time_scale"] == 10.0 and denoiser.fn.time_embed.scale == 10.0
     x, t = torch.randn(5, 2, generator=torch.Generator().manual_seed(0)), torch.tensor([0.01, 0.2, 0.5, 0.7, 1.0])
     assert not torch.allclose(denoiser.predict(x, t)[1], denoiser.predict(x, t.flip(0))[1])  # t reaches the net

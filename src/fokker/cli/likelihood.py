@@ -20,7 +20,8 @@ EXAMPLE = """examples:
 
 def add_parser(sub) -> None:
     from fokker.denoiser import REVERSE_VARIANCES
-    from fokker.likelihood import DIVERGENCES, EXACT_AUTO_DIM, METHODS, PROBES
+    from fokker.divergence import PROBES
+    from fokker.likelihood import DIVERGENCES, EXACT_AUTO_DIM, METHODS
 
     lk = command_parser(
         sub, "likelihood", "negative log-likelihood in bits/dim, by the variational bound or the probability-flow ODE",
