@@ -12,7 +12,7 @@ import torch
 from fokker.denoiser import Denoiser
 from fokker.errors import UserError
 from fokker.processes import Process
-from fokker.samplers.registry import Run, register
+from fokker.samplers.registry import SamplerCall, register
 from fokker.samplers.steps import Coefficients, run_table, step_table
 
 VARIANCES = ("beta_tilde", "beta")
@@ -46,7 +46,7 @@ def ddim_coefficients(eta: float) -> Coefficients:
 
 @register("ddpm")
 def ddpm(
-    denoiser: Denoiser, x: torch.Tensor, times: torch.Tensor, run: Run, *, variance: str | None = None
+    denoiser: Denoiser, x: torch.Tensor, times: torch.Tensor, call: SamplerCall, *, variance: str | None = None
 ) -> tuple[torch.Tensor, dict]:
     """Ancestral sampling, x_s ~ N(mu-tilde(x_t, x0_hat), sigma^2 I) (Ho et al. 2020, Alg. 2, eq. 11),
     with sigma^2 = beta-tilde ("beta_tilde", the posterior variance), beta ("beta", the forward
@@ -60,12 +60,12 @@ def ddpm(
     variance = denoiser.reverse_variance(variance)
     learned = variance == "learned"
     coefficients = ancestral_coefficients("beta_tilde" if learned else variance)
-    return run_table(denoiser, x, step_table(denoiser, x, times, coefficients, learned_variance=learned), run)
+    return run_table(denoiser, x, step_table(denoiser, x, times, coefficients, learned_variance=learned), call)
 
 
 @register("ddim")
 def ddim(
-    denoiser: Denoiser, x: torch.Tensor, times: torch.Tensor, run: Run, *, eta: float = 0.0
+    denoiser: Denoiser, x: torch.Tensor, times: torch.Tensor, call: SamplerCall, *, eta: float = 0.0
 ) -> tuple[torch.Tensor, dict]:
     """DDIM (Song, Meng & Ermon 2021, eq. 12 and 16): x_s = alpha_s x0_hat + sqrt(sigma_s^2 - std^2) eps_hat
     + std z with std = eta sqrt(beta-tilde). eta = 0 is deterministic; eta = 1 is ancestral sampling
@@ -73,4 +73,4 @@ def ddim(
     model samples by its mean prediction (for its learned variance use ddpm). Returns (x, info)."""
     if not 0.0 <= eta <= 1.0:
         raise UserError(f"eta must be in [0, 1], got {eta}")
-    return run_table(denoiser, x, step_table(denoiser, x, times, ddim_coefficients(eta)), run)
+    return run_table(denoiser, x, step_table(denoiser, x, times, ddim_coefficients(eta)), call)

@@ -16,7 +16,7 @@ from fokker.denoiser import Denoiser
 from fokker.errors import UserError
 from fokker.noise import Generators, randn
 from fokker.processes import expand_as
-from fokker.samplers.registry import Run, register
+from fokker.samplers.registry import SamplerCall, register
 from fokker.samplers.steps import conditionings
 
 
@@ -72,7 +72,7 @@ def denoiser_langevin(
     level: tuple[float, float, torch.Tensor],
     n_steps: int,
     step: float | Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-    run: Run,
+    call: SamplerCall,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(x, last x0_hat) after `n_steps` Langevin updates on p_t at one noise level (alpha_t, sigma_t,
     conditioning) with the denoiser's score -eps_hat / sigma_t; `step` is the step size, or step(score, z)
@@ -80,9 +80,9 @@ def denoiser_langevin(
     alpha, sigma, cond = level
     x0 = None
     for _ in range(n_steps):
-        x0, eps = denoiser.predict(x, None, alpha=alpha, sigma=sigma, cond=cond, **run.model_kwargs)
+        x0, eps = denoiser.predict(x, None, alpha=alpha, sigma=sigma, cond=cond, **call.model_kwargs)
         score = eps / -sigma
-        z = randn(x.shape, run.generator, device=x.device, dtype=x.dtype)
+        z = randn(x.shape, call.generator, device=x.device, dtype=x.dtype)
         x = langevin_step(x, score, step(score, z) if callable(step) else step, z)
     return x, x0
 
@@ -93,7 +93,7 @@ def annealed_langevin(
     denoiser: Denoiser,
     x: torch.Tensor,
     times: torch.Tensor,
-    run: Run,
+    call: SamplerCall,
     *,
     epsilon: float | None = None,
     steps_per_level: int = 100,
@@ -106,7 +106,7 @@ def annealed_langevin(
     level and epsilon = 2e-5 (sigma_L / 0.01)^2, i.e. NCSN's 2e-5 for its sigma_L = 0.01 and the same
     alpha_L = 0.2 sigma_L^2 on any other ladder (an epsilon tuned for one ladder diverges on another).
     NFE = levels * steps_per_level (+ 1 with denoise). The Langevin step sets its own noise, so a model
-    with a learned variance is run on its mean prediction. The loop:
+    with a learned variance is sampled on its mean prediction. The loop:
 
         for sigma_i in sigmas[:-1]:
             for _ in range(steps_per_level):
@@ -121,10 +121,10 @@ def annealed_langevin(
     alphas, sigmas = denoiser.process.alpha(levels).tolist(), denoiser.process.sigma(levels)
     step_sizes, sigmas = (epsilon * sigmas**2 / sigmas[-1] ** 2).tolist(), sigmas.tolist()
     conds = conditionings(denoiser, levels, x)
-    for k in tqdm(range(len(levels)), leave=False, disable=not run.progress):
-        x, x0 = denoiser_langevin(denoiser, x, (alphas[k], sigmas[k], conds[k]), steps_per_level, step_sizes[k], run)
-        if run.callback is not None:
-            run.callback(k, x, x0)
+    for k in tqdm(range(len(levels)), leave=False, disable=not call.progress):
+        x, x0 = denoiser_langevin(denoiser, x, (alphas[k], sigmas[k], conds[k]), steps_per_level, step_sizes[k], call)
+        if call.callback is not None:
+            call.callback(k, x, x0)
     if denoise:
-        x = denoiser.predict(x, None, alpha=alphas[-1], sigma=sigmas[-1], cond=conds[-1], **run.model_kwargs)[0]
+        x = denoiser.predict(x, None, alpha=alphas[-1], sigma=sigmas[-1], cond=conds[-1], **call.model_kwargs)[0]
     return x, {"nfe": denoiser.nfe - nfe0, "steps": len(levels) * steps_per_level}

@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 from fokker.denoiser import Denoiser
 from fokker.errors import UserError
 from fokker.flow import Drift, ode_coefficients, reverse_euler, solve
-from fokker.samplers.registry import Run, register, when
+from fokker.samplers.registry import SamplerCall, register, when
 from fokker.samplers.steps import conditionings, run_table, step_table
 
 METHODS = ("euler", "heun", "dopri5")
@@ -23,18 +23,18 @@ euler_coefficients = partial(reverse_euler, ode=True)  # x_s = x - (t - s) (f - 
 
 
 def euler(
-    denoiser: Denoiser, x: torch.Tensor, times: torch.Tensor, denoise: bool, run: Run
+    denoiser: Denoiser, x: torch.Tensor, times: torch.Tensor, denoise: bool, call: SamplerCall
 ) -> tuple[torch.Tensor, dict]:
     """Euler's method on the grid, folded into the step table:
 
     for t, s in zip(times[:-1], times[1:]):
         x = x + (s - t) drift(x, t)   # x0_hat at s = 0 with `denoise`"""
-    return run_table(denoiser, x, step_table(denoiser, x, times, euler_coefficients, denoise), run)
+    return run_table(denoiser, x, step_table(denoiser, x, times, euler_coefficients, denoise), call)
 
 
 @torch.no_grad()
 def heun(
-    denoiser: Denoiser, x: torch.Tensor, times: torch.Tensor, denoise: bool, run: Run
+    denoiser: Denoiser, x: torch.Tensor, times: torch.Tensor, denoise: bool, call: SamplerCall
 ) -> tuple[torch.Tensor, dict]:
     """Heun's method (Karras et al. 2022, Alg. 1) on the grid. A step onto a time with sigma = 0 is an Euler
     step; with `denoise`, the step onto t = 0 returns x0_hat:
@@ -42,10 +42,10 @@ def heun(
     for t, s in zip(times[:-1], times[1:]):
         d = drift(x, t)
         x = x + (s - t) (d + drift(x + (s - t) d, s)) / 2"""
-    drift, nfe0 = Drift(denoiser, run.model_kwargs), denoiser.nfe
+    drift, nfe0 = Drift(denoiser, call.model_kwargs), denoiser.nfe
     conds, coefs = conditionings(denoiser, times, x), ode_coefficients(denoiser.process, times)
     dts, lands_on_zero = (times[1:] - times[:-1]).tolist(), (times[1:] == 0).tolist()
-    for k in tqdm(range(len(dts)), leave=False, disable=not run.progress):
+    for k in tqdm(range(len(dts)), leave=False, disable=not call.progress):
         d1 = drift.evaluate(x, None, coefs[k], conds[k])
         x0 = drift.x0
         if denoise and lands_on_zero[k]:
@@ -54,33 +54,33 @@ def heun(
             x = x + dts[k] * d1
         else:
             x = x + dts[k] / 2 * (d1 + drift.evaluate(x + dts[k] * d1, None, coefs[k + 1], conds[k + 1]))
-        if run.callback is not None:
-            run.callback(k, x, x0)
+        if call.callback is not None:
+            call.callback(k, x, x0)
     return x, {"nfe": denoiser.nfe - nfe0, "steps": len(dts)}
 
 
 @torch.no_grad()
 def dopri5(
-    denoiser: Denoiser, x: torch.Tensor, times: torch.Tensor, denoise: bool, run: Run, rtol: float, atol: float
+    denoiser: Denoiser, x: torch.Tensor, times: torch.Tensor, denoise: bool, call: SamplerCall, rtol: float, atol: float
 ) -> tuple[torch.Tensor, dict]:
     """Adaptive Dormand-Prince 5(4) from times[0] to times[-1] (only the ends of the grid are used), the
     end raised to the process's `first_time` (the lowest trained time), from which `denoise` takes x0_hat
     when the grid ends at t = 0. callback(k, x, x0_hat) runs after each accepted step k with the state at the
     step's end; the progress bar shows the time travelled. info["times"]: the times of the accepted steps."""
     start, end = float(times[0]), max(float(times[-1]), denoiser.process.first_time)
-    visited, bar = [start], tqdm(total=abs(start - end), leave=False, disable=not run.progress, desc="t", unit="")
+    visited, bar = [start], tqdm(total=abs(start - end), leave=False, disable=not call.progress, desc="t", unit="")
 
     def on_accept(drift: Drift, dt: float) -> None:
         visited.append(drift.t)
         bar.update(dt)
-        if run.callback is not None:
-            run.callback(drift.accepted - 1, drift.x, drift.x0)
+        if call.callback is not None:
+            call.callback(drift.accepted - 1, drift.x, drift.x0)
 
-    drift, nfe0 = Drift(denoiser, run.model_kwargs, on_accept), denoiser.nfe
+    drift, nfe0 = Drift(denoiser, call.model_kwargs, on_accept), denoiser.nfe
     x = solve(drift, x, start, end, rtol, atol)
     bar.close()
     if denoise and times[-1] == 0:
-        x = denoiser.x0(x, end, **run.model_kwargs)
+        x = denoiser.x0(x, end, **call.model_kwargs)
         visited.append(0.0)
     info = {"nfe": denoiser.nfe - nfe0, "steps": drift.accepted, "accepted": drift.accepted}
     return x, {**info, "rejected": drift.rejected, "t_end": end, "times": torch.tensor(visited, dtype=torch.float64)}
@@ -97,7 +97,7 @@ def ode(
     denoiser: Denoiser,
     x: torch.Tensor,
     times: torch.Tensor,
-    run: Run,
+    call: SamplerCall,
     *,
     method: str = "heun",
     rtol: float = 1e-5,
@@ -115,5 +115,5 @@ def ode(
     if rtol <= 0 or atol <= 0:
         raise UserError(f"rtol and atol must be positive, got {rtol} and {atol}")
     if method == "dopri5":
-        return dopri5(denoiser, x, times, denoise, run, rtol, atol)
-    return (euler if method == "euler" else heun)(denoiser, x, times, denoise, run)
+        return dopri5(denoiser, x, times, denoise, call, rtol, atol)
+    return (euler if method == "euler" else heun)(denoiser, x, times, denoise, call)

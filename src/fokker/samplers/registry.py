@@ -4,9 +4,9 @@
             progress=False, **options) -> (samples, info)
 
 where x is the starting state at times[0] = 1 and times descends to 0. info holds at least
-"nfe" (network evaluations used) and "steps". A sampler is written as fn(denoiser, x, times, run, *,
+"nfe" (network evaluations used) and "steps". A sampler is written as fn(denoiser, x, times, call, *,
 **own options) and registered with `register`, which gathers the four shared keyword arguments into
-`run` (a `Run`) and gives the registered function the signature above.
+`call` (a `SamplerCall`: the shared arguments of one call) and gives the registered function the signature above.
 
 An option that has no effect with the other options as given is an error, not a no-op: a sampler
 registers, for each option that applies only in some configurations, a `Rule` saying when it applies,
@@ -44,7 +44,7 @@ def when(option: str, *values: object) -> Rule:
 RULES: dict[str, dict[str, Rule]] = {}
 
 
-class Run(NamedTuple):
+class SamplerCall(NamedTuple):
     """What every sampler takes besides its own options, filled by the registry from the shared keyword
     arguments: the generator(s) of its noise, callback(k, x, x0_hat) after each step k, the network's extra
     keyword arguments (e.g. {"y": labels}) and whether to show a progress bar."""
@@ -56,16 +56,16 @@ class Run(NamedTuple):
 
 
 def _public_signature(fn: Callable) -> inspect.Signature:
-    """fn's signature with its `run` argument replaced by the shared keyword arguments it stands for."""
+    """fn's signature with its `call` argument replaced by the shared keyword arguments it stands for."""
     own = inspect.signature(fn)
-    params = [p for p in own.parameters.values() if p.name != "run"]
+    params = [p for p in own.parameters.values() if p.name != "call"]
     kind = inspect.Parameter.KEYWORD_ONLY
-    shared = [inspect.Parameter(k, kind, default=False if k == "progress" else None) for k in Run._fields]
+    shared = [inspect.Parameter(k, kind, default=False if k == "progress" else None) for k in SamplerCall._fields]
     return inspect.Signature([*params, *shared], return_annotation=own.return_annotation)
 
 
 def register(name: str, only_when: dict[str, Rule] | None = None) -> Callable[[Callable], Callable]:
-    """Register a sampler fn(denoiser, x, times, run, **options) under `name` (the name `fokker.sample` and the
+    """Register a sampler fn(denoiser, x, times, call, **options) under `name` (the name `fokker.sample` and the
     CLI use), callable with the shared signature of the module docstring. `only_when` maps each option that
     has an effect only in some configurations to its Rule; the registered function refuses such an option,
     given explicitly, where it has none. An option given as None is not given: it takes its default."""
@@ -74,11 +74,10 @@ def register(name: str, only_when: dict[str, Rule] | None = None) -> Callable[[C
         @functools.wraps(fn)
         def checked(denoiser, x, times, **options):
             options = {k: v for k, v in options.items() if v is not None}
-            shared = {k: options.pop(k) for k in Run._fields if k in options}
+            shared = {k: options.pop(k) for k in SamplerCall._fields if k in options}
             check_options(name, options)
-            return fn(
-                denoiser, x, times, Run(**{**shared, "model_kwargs": shared.get("model_kwargs") or {}}), **options
-            )
+            call = SamplerCall(**{**shared, "model_kwargs": shared.get("model_kwargs") or {}})
+            return fn(denoiser, x, times, call, **options)
 
         checked.__signature__ = _public_signature(fn)
         RULES[name] = dict(only_when or {})
@@ -98,7 +97,7 @@ def get_sampler(name: str) -> Callable:
 def sampler_options(name: str) -> dict[str, object]:
     """The sampler's own keyword options and their defaults."""
     params = inspect.signature(get_sampler(name)).parameters.values()
-    return {p.name: p.default for p in params if p.kind is p.KEYWORD_ONLY and p.name not in Run._fields}
+    return {p.name: p.default for p in params if p.kind is p.KEYWORD_ONLY and p.name not in SamplerCall._fields}
 
 
 def ineffective(name: str, options: dict) -> dict[str, str]:

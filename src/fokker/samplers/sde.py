@@ -15,7 +15,7 @@ from fokker.flow import reverse_euler
 from fokker.processes import Process
 from fokker.samplers.ddpm import ancestral_coefficients
 from fokker.samplers.langevin import denoiser_langevin, snr_step
-from fokker.samplers.registry import Rule, Run, register, when
+from fokker.samplers.registry import Rule, SamplerCall, register, when
 from fokker.samplers.steps import Coefficients, Hook, Step, run_table, step_table
 
 CORRECTORS = ("langevin", "none")
@@ -56,20 +56,20 @@ def predictor_coefficients(predictor: str, variance: str | None = None) -> Coeff
     return table[predictor]
 
 
-def langevin_corrector(denoiser: Denoiser, snr: float, n_steps: int, run: Run) -> Hook:
+def langevin_corrector(denoiser: Denoiser, snr: float, n_steps: int, call: SamplerCall) -> Hook:
     """`n_steps` Langevin updates at the step's time t, x <- x + e score + sqrt(2 e) z with
     e = (snr ||z|| / ||score||)^2 per example (Song et al. 2021, Alg. 4-5, with alpha_i = 1)."""
 
     def correct(k: int, step: Step, x: torch.Tensor) -> torch.Tensor:
         level = (step.alpha_t, step.sigma_t, step.cond)
-        return denoiser_langevin(denoiser, x, level, n_steps, lambda score, z: snr_step(score, z, snr), run)[0]
+        return denoiser_langevin(denoiser, x, level, n_steps, lambda score, z: snr_step(score, z, snr), call)[0]
 
     return correct
 
 
 @register("euler_maruyama")
 def euler_maruyama(
-    denoiser: Denoiser, x: torch.Tensor, times: torch.Tensor, run: Run, *, denoise: bool = True
+    denoiser: Denoiser, x: torch.Tensor, times: torch.Tensor, call: SamplerCall, *, denoise: bool = True
 ) -> tuple[torch.Tensor, dict]:
     """Euler-Maruyama on the reverse SDE (Song et al. 2021, eq. 6). With `denoise` the step onto t = 0
     returns x0_hat (Tweedie) instead of an Euler-Maruyama step. The SDE's own noise g sqrt(dt) is the
@@ -80,7 +80,7 @@ def euler_maruyama(
             x0, eps = denoiser.predict(x, t)
             x = x - (t - s) [f(x, t) + g(t)^2 eps / sigma(t)] + g(t) sqrt(t - s) z   # x0 at s = 0"""
     steps = step_table(denoiser, x, times, euler_maruyama_coefficients, denoise)
-    return run_table(denoiser, x, steps, run)
+    return run_table(denoiser, x, steps, call)
 
 
 @register("pc", only_when=PC_RULES)
@@ -88,7 +88,7 @@ def pc(
     denoiser: Denoiser,
     x: torch.Tensor,
     times: torch.Tensor,
-    run: Run,
+    call: SamplerCall,
     *,
     predictor: str = "reverse_diffusion",
     corrector: str = "langevin",
@@ -118,5 +118,5 @@ def pc(
     steps = step_table(denoiser, x, times, coefficients, denoise, learned_variance=learned)
     before = None
     if corrector == "langevin" and corrector_steps > 0:
-        before = langevin_corrector(denoiser, snr, corrector_steps, run)
-    return run_table(denoiser, x, steps, run, before)
+        before = langevin_corrector(denoiser, snr, corrector_steps, call)
+    return run_table(denoiser, x, steps, call, before)

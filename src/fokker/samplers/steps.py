@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from fokker.denoiser import Denoiser, linear_coefficients
 from fokker.noise import randn
 from fokker.processes import Process
-from fokker.samplers.registry import Run
+from fokker.samplers.registry import SamplerCall
 
 # (process, t, s) -> (c_x0, c_eps, std), each of shape (steps,), for the steps t[k] -> s[k]
 Coefficients = Callable[[Process, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
@@ -86,41 +86,41 @@ def step_table(
 
 
 def _add_noise(
-    x_next: torch.Tensor, x: torch.Tensor, step: Step, var_frac: torch.Tensor | None, run: Run
+    x_next: torch.Tensor, x: torch.Tensor, step: Step, var_frac: torch.Tensor | None, call: SamplerCall
 ) -> torch.Tensor:
     """x_next plus the step's noise z (of x's shape, device and dtype): std z, or for a learned variance
     exp((f log beta + (1 - f) log beta-tilde) / 2) z with f = var_frac (Nichol & Dhariwal 2021, eq. 15)."""
     if step.log_var is not None:
         lo, hi = step.log_var
         std = torch.exp(0.5 * (lo + (hi - lo) * var_frac))
-        x_next.add_(std * randn(x.shape, run.generator, device=x.device, dtype=x.dtype))
+        x_next.add_(std * randn(x.shape, call.generator, device=x.device, dtype=x.dtype))
     elif step.std > 0:
-        x_next.add_(randn(x.shape, run.generator, device=x.device, dtype=x.dtype), alpha=step.std)
+        x_next.add_(randn(x.shape, call.generator, device=x.device, dtype=x.dtype), alpha=step.std)
     return x_next
 
 
 @torch.no_grad()
 def run_table(
-    denoiser: Denoiser, x: torch.Tensor, steps: list[Step], run: Run, before: Hook | None = None
+    denoiser: Denoiser, x: torch.Tensor, steps: list[Step], call: SamplerCall, before: Hook | None = None
 ) -> tuple[torch.Tensor, dict]:
     """The loop (the module docstring's). Without clipping or a callback, which need x0_hat itself, each step
     is two tensor operations on the network's output (plus the noise); otherwise x0_hat and eps_hat are
     formed. `before(k, step, x)` runs at the start of each step (the corrector of predictor-corrector
     sampling). Returns (x, {"nfe", "steps"})."""
     nfe0 = denoiser.nfe
-    folded = denoiser.clip is None and run.callback is None
-    for k, step in enumerate(tqdm(steps, leave=False) if run.progress else steps):
+    folded = denoiser.clip is None and call.callback is None
+    for k, step in enumerate(tqdm(steps, leave=False) if call.progress else steps):
         if before is not None:
             x = before(k, step, x)
         if folded:
-            out, var_frac = denoiser.raw_and_variance(x, None, step.cond, **run.model_kwargs)
+            out, var_frac = denoiser.raw_and_variance(x, None, step.cond, **call.model_kwargs)
             x_next = torch.add(x * step.fold_x, out, alpha=step.fold_out)
         else:
             x0, eps, var_frac = denoiser.predict_full(
-                x, None, alpha=step.alpha_t, sigma=step.sigma_t, cond=step.cond, **run.model_kwargs
+                x, None, alpha=step.alpha_t, sigma=step.sigma_t, cond=step.cond, **call.model_kwargs
             )
             x_next = x0.mul(step.c_x0).add_(eps, alpha=step.c_eps)
-        x = _add_noise(x_next, x, step, var_frac, run)
-        if run.callback is not None:
-            run.callback(k, x, x0)
+        x = _add_noise(x_next, x, step, var_frac, call)
+        if call.callback is not None:
+            call.callback(k, x, x0)
     return x, {"nfe": denoiser.nfe - nfe0, "steps": len(steps)}
