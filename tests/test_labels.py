@@ -62,7 +62,7 @@ def runs(tmp_path_factory) -> Path:
 
 def test_a_conditional_model_takes_its_classes_from_the_data_and_the_run_records_them(runs):
     config = resolve_config(config_for(*GAUSS8), load_dataset("8gaussians", num_points=10))
-    assert config["model"]["network"]["num_classes"] == 8 and config["train"]["p_uncond"] == P_UNCOND == 0.1
+    assert config.model.network["num_classes"] == 8 and config.train.p_uncond == P_UNCOND == 0.1
     saved = yaml.safe_load((runs / "cond" / "config.yaml").read_text())
     _, exported = read_weights(runs / "cond" / "model.safetensors")
     for c in (saved, exported):
@@ -100,7 +100,7 @@ def test_a_folder_without_class_subfolders_cannot_train_a_conditional_model(tmp_
     (tmp_path / "dogs").mkdir()
     (tmp_path / "1.png").rename(tmp_path / "dogs" / "1.png")
     config = resolve_config(config_for("model.conditional=true", preset="images"), load_dataset(str(tmp_path)))
-    assert config["model"]["network"]["num_classes"] == 2
+    assert config.model.network["num_classes"] == 2
 
 
 BAD_CONFIGS = [
@@ -126,7 +126,7 @@ def test_label_options_that_would_do_nothing_or_harm_are_refused(overrides, mess
 def test_a_hand_set_num_classes_must_be_the_datas():
     data = load_dataset("moons", num_points=10)
     same = resolve_config(config_for("model.conditional=true", "model.network.num_classes=2"), data)
-    assert same["model"]["network"]["num_classes"] == 2
+    assert same.model.network["num_classes"] == 2
     with pytest.raises(UserError, match=re.escape("model.network.num_classes=3 but 'moons' has 2 classes")):
         resolve_config(config_for("model.conditional=true", "model.network.num_classes=3"), data)
 

@@ -266,7 +266,7 @@ def test_two_processes_write_one_consistent_run_and_resume_exactly(tmp_path):
     exported, _ = read_weights(run / "model.safetensors")
     assert_same_state(exported, state["ema"], "export vs ema")
     denoiser, config = load_model(run)
-    assert config["train"]["steps"] == 20
+    assert config.train.steps == 20
     assert_same_state(denoiser.fn.state_dict(), state["ema"], "load_model vs ema")
 
     # resume under two processes (the CLI, through accelerate launch) == uninterrupted under two processes
