@@ -194,7 +194,7 @@ def test_sampler_option_errors():
 @pytest.mark.parametrize("process", [LINEAR, fokker.VE(0.01, 5.0)], ids=["vp", "ve"])
 @pytest.mark.parametrize("sampler,options", [("ddim", {}), ("ddpm", {"variance": "beta"})])
 def test_folded_update_equals_x0_eps_form(prediction, process, sampler, options):
-    """Without a callback the loop folds each step into x_s = A x + B out; with one it forms x0_hat
+    """Without a callback the loop folds each step into x_s = fold_x x + fold_out out; with one it forms x0_hat
     and eps_hat. Both, for every prediction type of the same exact model, give the same samples."""
     exact = exact_denoiser(MIXTURE, process)
 
