@@ -30,7 +30,7 @@ class Section:
 
     @classmethod
     def keys(cls) -> list[str]:
-        """The section's keys, in their natural order."""
+        """The section's keys, in their natural order (with the deprecated __getitem__, dict(section) works)."""
         return [f.name for f in dataclasses.fields(cls)]
 
     def to_dict(self) -> dict:
