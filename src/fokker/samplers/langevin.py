@@ -69,18 +69,18 @@ def score_from_log_prob(log_prob: Callable[[torch.Tensor], torch.Tensor]) -> Cal
 def denoiser_langevin(
     denoiser: Denoiser,
     x: torch.Tensor,
-    level: tuple[float, float, torch.Tensor],
+    level: tuple[float, float, float, torch.Tensor],
     n_steps: int,
     step: float | Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     call: SamplerCall,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """(x, last x0_hat) after `n_steps` Langevin updates on p_t at one noise level (alpha_t, sigma_t,
+    """(x, last x0_hat) after `n_steps` Langevin updates on p_t at one noise level (t, alpha_t, sigma_t,
     conditioning) with the denoiser's score -eps_hat / sigma_t; `step` is the step size, or step(score, z)
     per example (the corrector's `snr_step`)."""
-    alpha, sigma, cond = level
+    t, alpha, sigma, cond = level
     x0 = None
     for _ in range(n_steps):
-        x0, eps = denoiser.predict(x, None, alpha=alpha, sigma=sigma, cond=cond, **call.model_kwargs)
+        x0, eps = denoiser.predict(x, t, alpha=alpha, sigma=sigma, cond=cond, **call.model_kwargs)
         score = eps / -sigma
         z = randn(x.shape, call.generator, device=x.device, dtype=x.dtype)
         x = langevin_step(x, score, step(score, z) if callable(step) else step, z)
@@ -122,9 +122,9 @@ def annealed_langevin(
     step_sizes, sigmas = (epsilon * sigmas**2 / sigmas[-1] ** 2).tolist(), sigmas.tolist()
     conds = conditionings(denoiser, levels, x)
     for k in tqdm(range(len(levels)), leave=False, disable=not call.progress):
-        x, x0 = denoiser_langevin(denoiser, x, (alphas[k], sigmas[k], conds[k]), steps_per_level, step_sizes[k], call)
+        x, x0 = denoiser_langevin(denoiser, x, (times[k].item(), alphas[k], sigmas[k], conds[k]), steps_per_level, step_sizes[k], call)
         if call.callback is not None:
             call.callback(k, x, x0)
     if denoise:
-        x = denoiser.predict(x, None, alpha=alphas[-1], sigma=sigmas[-1], cond=conds[-1], **call.model_kwargs)[0]
+        x = denoiser.predict(x, levels[-1].item(), alpha=alphas[-1], sigma=sigmas[-1], cond=conds[-1], **call.model_kwargs)[0]
     return x, {"nfe": denoiser.nfe - nfe0, "steps": len(levels) * steps_per_level}

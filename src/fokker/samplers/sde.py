@@ -61,7 +61,7 @@ def langevin_corrector(denoiser: Denoiser, snr: float, n_steps: int, call: Sampl
     e = (snr ||z|| / ||score||)^2 per example (Song et al. 2021, Alg. 4-5, with alpha_i = 1)."""
 
     def correct(k: int, step: Step, x: torch.Tensor) -> torch.Tensor:
-        level = (step.alpha_t, step.sigma_t, step.cond)
+        level = (step.t, step.alpha_t, step.sigma_t, step.cond)
         return denoiser_langevin(denoiser, x, level, n_steps, lambda score, z: snr_step(score, z, snr), call)[0]
 
     return correct

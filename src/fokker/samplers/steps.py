@@ -113,11 +113,11 @@ def run_table(
         if before is not None:
             x = before(k, step, x)
         if folded:
-            out, var_frac = denoiser.raw_and_variance(x, None, step.cond, **call.model_kwargs)
+            out, var_frac = denoiser.raw_and_variance(x, step.t, step.cond, **call.model_kwargs)
             x_next = torch.add(x * step.fold_x, out, alpha=step.fold_out)
         else:
             x0, eps, var_frac = denoiser.predict_full(
-                x, None, alpha=step.alpha_t, sigma=step.sigma_t, cond=step.cond, **call.model_kwargs
+                x, step.t, alpha=step.alpha_t, sigma=step.sigma_t, cond=step.cond, **call.model_kwargs
             )
             x_next = x0.mul(step.c_x0).add_(eps, alpha=step.c_eps)
         x = _add_noise(x_next, x, step, var_frac, call)

@@ -4,6 +4,7 @@ same collectives; and workers whose launcher is gone stop."""
 
 from __future__ import annotations
 
+import gc
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -77,3 +78,13 @@ def check_launcher(launcher: int | None) -> None:
     parent's) stops, instead of training on where nobody can stop it."""
     if launcher is not None and os.getppid() != launcher:
         raise UserError(f"the launcher of this process (pid {launcher}) is gone; stopping")
+
+
+def leave_process_group(acc: Accelerator) -> None:
+    """Leave the process group once every process is done: wait for all, drop Accelerate's references to
+    the prepared network and optimiser (DDP holds the group) and collect them, then destroy the group, so
+    that its gloo threads are joined here and not torn down at interpreter exit (which can abort it)."""
+    acc.wait_for_everyone()
+    acc.free_memory()
+    gc.collect()
+    acc.end_training()

@@ -14,7 +14,7 @@ from fokker.config import RunConfig, to_yaml
 from fokker.files import atomic_write_text, sign_lock
 from fokker.metrics_jsonl import trim_metrics
 from fokker.train.build import Run, build_run
-from fokker.train.collective import check_launcher, done, launcher_pid, main_decides
+from fokker.train.collective import check_launcher, done, launcher_pid, leave_process_group, main_decides
 from fokker.train.pictures import Pictures, picture_due, trim_pictures
 from fokker.train.progress import Progress
 from fokker.train.step import train_step
@@ -45,7 +45,11 @@ def train(
     how many processes train on which device."""
     with ExitStack() as held:
         run = build_run(config, Path(out), resume, device, budget or {}, held)
-        return _train(run, progress, log)
+        result, acc = _train(run, progress, log), run.acc
+        del run  # the last reference to the DDP network, which holds the process group
+        if acc.num_processes > 1:
+            leave_process_group(acc)
+        return result
 
 
 def _train(run: Run, progress: bool, log: Callable[[str], None] | None) -> TrainResult:
@@ -71,9 +75,6 @@ def _train(run: Run, progress: bool, log: Callable[[str], None] | None) -> Train
         s.save(run.out, run.config, acc)
     if pictures.missing():  # also when checkpoint_every divides the step
         pictures.draw()
-    if acc.num_processes > 1:  # leave the process group before exit: gloo threads alive at exit abort it
-        acc.wait_for_everyone()
-        acc.end_training()
     return TrainResult(run.out, s.step, s.elapsed, loss)
 
 
