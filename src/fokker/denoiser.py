@@ -105,7 +105,14 @@ class Denoiser:
     `variance` = "learned": fn also outputs var_frac (Nichol & Dhariwal's v), the interpolation of the reverse
     variance between beta and beta-tilde (Nichol & Dhariwal 2021, eq. 15), as the second half of its channels (dim 1);
     `raw` and `predict` return the first half, `raw_and_variance` both. `nfe` counts evaluations of fn.
+    `num_classes` = K on a class-conditional fn, which takes labels y in 0..K-1 and the null class K as the
+    keyword argument y (fokker.labels); None on an unconditional one.
+
+    A sampler gives every evaluation the time t of its step, with the conditioning of t precomputed (`cond`):
+    a guided model (fokker.guidance) is a Denoiser that needs t itself.
     """
+
+    shifts_mean = False  # a guide that moves the mean of each Gaussian reverse step (`mean_shift`)
 
     def __init__(
         self,
@@ -115,6 +122,7 @@ class Denoiser:
         clip: tuple[float, float] | None = None,
         conditioning: str = "time",
         variance: str = "fixed",
+        num_classes: int | None = None,
     ):
         if prediction not in PREDICTIONS:
             raise UserError(f"unknown prediction {prediction!r}; expected one of {PREDICTIONS}")
@@ -126,6 +134,7 @@ class Denoiser:
             raise UserError(f"unknown variance {variance!r}; expected one of {VARIANCES}")
         self.fn, self.process, self.prediction = fn, process, prediction
         self.clip, self.conditioning, self.variance = clip, conditioning, variance
+        self.num_classes = num_classes
         self.nfe = 0
 
     @property
@@ -225,6 +234,11 @@ class Denoiser:
         alpha, sigma = self._coefficients(x, t)
         eps = self.eps(x, t, **model_kwargs)
         return from_x0_eps(None, eps, alpha, sigma, "score")
+
+    def mean_shift(self, x: torch.Tensor, t: float, variance: torch.Tensor | float, **model_kwargs) -> torch.Tensor:
+        """The shift of the mean of a Gaussian reverse step from x_t = x with this variance, for a guide with
+        `shifts_mean` (Dhariwal & Nichol 2021, Algorithm 1); the ancestral sampler adds it before the noise."""
+        raise NotImplementedError(f"{type(self).__name__} does not shift the mean of reverse steps")
 
     def v(self, x: torch.Tensor, t: torch.Tensor | float, **model_kwargs) -> torch.Tensor:
         """v = alpha eps - sigma x_0 (Salimans & Ho 2022, sec. 4)."""

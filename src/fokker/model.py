@@ -78,7 +78,8 @@ def denoiser_for(network: nn.Module, config: RunConfig) -> Denoiser:
     m = config.model
     clip = tuple(m.clip) if m.clip is not None else None
     process = process_from_config(config.process)
-    return Denoiser(network, process, m.prediction, clip, m.conditioning, m.variance)
+    classes = m.network.get("num_classes") if m.conditional else None
+    return Denoiser(network, process, m.prediction, clip, m.conditioning, m.variance, classes)
 
 
 def weights_path(checkpoint: str | Path) -> Path:

@@ -44,7 +44,7 @@ def ddim_coefficients(eta: float) -> Coefficients:
     return coefficients
 
 
-@register("ddpm")
+@register("ddpm", shifts_mean=True)
 def ddpm(
     denoiser: Denoiser, x: torch.Tensor, times: torch.Tensor, call: SamplerCall, *, variance: str | None = None
 ) -> tuple[torch.Tensor, dict]:

@@ -118,13 +118,14 @@ def annealed_langevin(
             f"annealed Langevin needs epsilon > 0 and steps_per_level >= 1, got {epsilon} and {steps_per_level}"
         )
     nfe0, levels = denoiser.nfe, times[:-1]
-    alphas, sigmas = denoiser.process.alpha(levels).tolist(), denoiser.process.sigma(levels)
+    alphas, sigmas, ts = denoiser.process.alpha(levels).tolist(), denoiser.process.sigma(levels), levels.tolist()
     step_sizes, sigmas = (epsilon * sigmas**2 / sigmas[-1] ** 2).tolist(), sigmas.tolist()
     conds = conditionings(denoiser, levels, x)
     for k in tqdm(range(len(levels)), leave=False, disable=not call.progress):
-        x, x0 = denoiser_langevin(denoiser, x, (times[k].item(), alphas[k], sigmas[k], conds[k]), steps_per_level, step_sizes[k], call)
+        level = (ts[k], alphas[k], sigmas[k], conds[k])
+        x, x0 = denoiser_langevin(denoiser, x, level, steps_per_level, step_sizes[k], call)
         if call.callback is not None:
             call.callback(k, x, x0)
     if denoise:
-        x = denoiser.predict(x, levels[-1].item(), alpha=alphas[-1], sigma=sigmas[-1], cond=conds[-1], **call.model_kwargs)[0]
+        x = denoiser.predict(x, ts[-1], alpha=alphas[-1], sigma=sigmas[-1], cond=conds[-1], **call.model_kwargs)[0]
     return x, {"nfe": denoiser.nfe - nfe0, "steps": len(levels) * steps_per_level}

@@ -64,15 +64,24 @@ def _public_signature(fn: Callable) -> inspect.Signature:
     return inspect.Signature([*params, *shared], return_annotation=own.return_annotation)
 
 
-def register(name: str, only_when: dict[str, Rule] | None = None) -> Callable[[Callable], Callable]:
+def register(
+    name: str, only_when: dict[str, Rule] | None = None, shifts_mean: bool = False
+) -> Callable[[Callable], Callable]:
     """Register a sampler fn(denoiser, x, times, call, **options) under `name` (the name `fokker.sample` and the
     CLI use), callable with the shared signature of the module docstring. `only_when` maps each option that
     has an effect only in some configurations to its Rule; the registered function refuses such an option,
-    given explicitly, where it has none. An option given as None is not given: it takes its default."""
+    given explicitly, where it has none. An option given as None is not given: it takes its default.
+    `shifts_mean`: the sampler applies a guide's shift of the mean of its Gaussian steps (Denoiser.mean_shift);
+    the others refuse such a guide."""
 
     def add(fn: Callable) -> Callable:
         @functools.wraps(fn)
         def checked(denoiser, x, times, **options):
+            if denoiser.shifts_mean and not shifts_mean:
+                raise UserError(
+                    f"sampler {name!r} cannot take the mean-shift form of classifier guidance (Dhariwal & Nichol "
+                    "2021, Algorithm 1: ancestral sampling only); use sampler 'ddpm', or the score form"
+                )
             options = {k: v for k, v in options.items() if v is not None}
             shared = {k: options.pop(k) for k in SamplerCall._fields if k in options}
             check_options(name, options)

@@ -85,18 +85,32 @@ def step_table(
     return steps
 
 
+def _noise_std(step: Step, var_frac: torch.Tensor | None) -> torch.Tensor | float:
+    """The std of the step's noise: the table's, or for a learned variance exp((f log beta + (1 - f) log
+    beta-tilde) / 2) with f = var_frac (Nichol & Dhariwal 2021, eq. 15)."""
+    if step.log_var is None:
+        return step.std
+    lo, hi = step.log_var
+    return torch.exp(0.5 * (lo + (hi - lo) * var_frac))
+
+
 def _add_noise(
-    x_next: torch.Tensor, x: torch.Tensor, step: Step, var_frac: torch.Tensor | None, call: SamplerCall
+    denoiser: Denoiser,
+    x_next: torch.Tensor,
+    x: torch.Tensor,
+    step: Step,
+    var_frac: torch.Tensor | None,
+    call: SamplerCall,
 ) -> torch.Tensor:
-    """x_next plus the step's noise z (of x's shape, device and dtype): std z, or for a learned variance
-    exp((f log beta + (1 - f) log beta-tilde) / 2) z with f = var_frac (Nichol & Dhariwal 2021, eq. 15)."""
-    if step.log_var is not None:
-        lo, hi = step.log_var
-        std = torch.exp(0.5 * (lo + (hi - lo) * var_frac))
-        x_next.add_(std * randn(x.shape, call.generator, device=x.device, dtype=x.dtype))
-    elif step.std > 0:
-        x_next.add_(randn(x.shape, call.generator, device=x.device, dtype=x.dtype), alpha=step.std)
-    return x_next
+    """x_next, the step's mean, plus the step's noise std z (z of x's shape, device and dtype); for a guide
+    that shifts the mean of Gaussian steps (Dhariwal & Nichol 2021, Algorithm 1), its shift first."""
+    std = _noise_std(step, var_frac)
+    if isinstance(std, float) and std == 0:
+        return x_next
+    if denoiser.shifts_mean:
+        x_next.add_(denoiser.mean_shift(x, step.t, std * std, **call.model_kwargs))
+    z = randn(x.shape, call.generator, device=x.device, dtype=x.dtype)
+    return x_next.add_(z, alpha=std) if isinstance(std, float) else x_next.add_(std * z)
 
 
 @torch.no_grad()
@@ -120,7 +134,7 @@ def run_table(
                 x, step.t, alpha=step.alpha_t, sigma=step.sigma_t, cond=step.cond, **call.model_kwargs
             )
             x_next = x0.mul(step.c_x0).add_(eps, alpha=step.c_eps)
-        x = _add_noise(x_next, x, step, var_frac, call)
+        x = _add_noise(denoiser, x_next, x, step, var_frac, call)
         if call.callback is not None:
             call.callback(k, x, x0)
     return x, {"nfe": denoiser.nfe - nfe0, "steps": len(steps)}
