@@ -134,3 +134,35 @@ def exact_denoiser(target: GaussianTarget | GaussianMixture, process: Process, *
         return -_coefs(process, t, x)[1] * target.score(x, t, process)
 
     return Denoiser(eps, process, prediction="eps", **kwargs)
+
+
+def class_denoiser(mixture: GaussianMixture, process: Process, **kwargs) -> Denoiser:
+    """A class-conditional Denoiser with one class per component of `mixture`: fn(x, t, y) returns the exact
+    eps = -sigma grad log p_t(x | y) of component y, and that of the whole mixture for the null class K
+    (and for y None), as a network trained with label dropout would (fokker.labels)."""
+    k = len(mixture.weights)
+
+    def eps(x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        alpha, sigma = _coefs(process, t, x.to(F64))
+        diff, var, logw = mixture._components(x, alpha, sigma)
+        scores = -diff / var[..., None]  # (B, K, D): each component's noised score
+        marginal = (torch.softmax(logw, -1)[..., None] * scores).sum(1)
+        if y is None:
+            return (-sigma * marginal).to(x.dtype)
+        y = torch.as_tensor(y, device=x.device).expand(x.shape[0])
+        chosen = scores[torch.arange(x.shape[0]), y.clamp(max=k - 1)]
+        return (-sigma * torch.where((y == k)[:, None], marginal, chosen)).to(x.dtype)
+
+    return Denoiser(eps, process, prediction="eps", num_classes=k, **kwargs)
+
+
+class ExactClassifier:
+    """The exact noise-conditional classifier of a mixture with one class per component: log p_t(y | x), the
+    log responsibilities of the noised components (fokker.guidance.Classifier)."""
+
+    def __init__(self, mixture: GaussianMixture, process: Process) -> None:
+        self.mixture, self.process = mixture, process
+
+    def log_probs(self, x: torch.Tensor, t: torch.Tensor | float) -> torch.Tensor:
+        alpha, sigma = _coefs(self.process, t, x.to(F64))
+        return torch.log_softmax(self.mixture._components(x, alpha, sigma)[2], -1).to(x.dtype)

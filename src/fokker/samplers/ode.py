@@ -44,16 +44,17 @@ def heun(
         x = x + (s - t) (d + drift(x + (s - t) d, s)) / 2"""
     drift, nfe0 = Drift(denoiser, call.model_kwargs), denoiser.nfe
     conds, coefs = conditionings(denoiser, times, x), ode_coefficients(denoiser.process, times)
-    dts, lands_on_zero = (times[1:] - times[:-1]).tolist(), (times[1:] == 0).tolist()
+    ts, lands_on_zero = times.tolist(), (times[1:] == 0).tolist()
+    dts = [s - t for t, s in zip(ts[:-1], ts[1:], strict=True)]
     for k in tqdm(range(len(dts)), leave=False, disable=not call.progress):
-        d1 = drift.evaluate(x, None, coefs[k], conds[k])
+        d1 = drift.evaluate(x, ts[k], coefs[k], conds[k])
         x0 = drift.x0
         if denoise and lands_on_zero[k]:
             x = x0
         elif coefs[k + 1][1] == 0:
             x = x + dts[k] * d1
         else:
-            x = x + dts[k] / 2 * (d1 + drift.evaluate(x + dts[k] * d1, None, coefs[k + 1], conds[k + 1]))
+            x = x + dts[k] / 2 * (d1 + drift.evaluate(x + dts[k] * d1, ts[k + 1], coefs[k + 1], conds[k + 1]))
         if call.callback is not None:
             call.callback(k, x, x0)
     return x, {"nfe": denoiser.nfe - nfe0, "steps": len(dts)}
