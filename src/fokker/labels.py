@@ -95,13 +95,14 @@ def picture_labels(config: RunConfig, num: int, device: torch.device | str = "cp
     return torch.arange(num, device=device) % config.model.network["num_classes"]
 
 
-def parse_classes(spec: Sequence[str] | None, config: RunConfig) -> list[int] | None:
+def parse_classes(spec: Sequence[str] | None, config: RunConfig, guide_classes: int | None = None) -> list[int] | None:
     """The classes `fokker sample --class` asks for: one class K, a list, or "all" (0..K-1); None without
     --class. A class on an unconditional model, one out of 0..K-1, a repeated one, or sampling without a
-    class from a model whose null class was never trained (p_uncond 0) is a UserError."""
-    conditional = is_conditional(config)
+    class from a model whose null class was never trained (p_uncond 0) is a UserError. `guide_classes`: the
+    number of classes of a classifier that guides the model (then the model may be unconditional)."""
+    conditional = is_conditional(config) or guide_classes is not None
     if not spec:
-        if conditional and config.train.p_uncond == 0:
+        if is_conditional(config) and config.train.p_uncond == 0:
             raise UserError(
                 "this model was trained with train.p_uncond=0, so it cannot sample without a class; give --class"
             )
@@ -111,7 +112,7 @@ def parse_classes(spec: Sequence[str] | None, config: RunConfig) -> list[int] | 
             f"--class {' '.join(spec)}: this model is unconditional; "
             "--class needs one trained with model.conditional=true"
         )
-    k = config.model.network["num_classes"]
+    k = guide_classes if guide_classes is not None else config.model.network["num_classes"]
     if list(spec) == ["all"]:
         return list(range(k))
     classes = []

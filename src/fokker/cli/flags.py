@@ -72,6 +72,27 @@ def add_sampling(p: argparse.ArgumentParser, several: bool) -> None:
     add_progress(p)
 
 
+def add_guidance(p: argparse.ArgumentParser) -> None:
+    """The guidance flags (fokker.guidance.Guidance); they need --class."""
+    g = p.add_argument_group("guidance (with --class)")
+    g.add_argument(
+        "--guidance",
+        type=float,
+        metavar="W",
+        help="classifier-free guidance scale w of a conditional model: 1 = the conditional model, 0 = unconditional, "
+        "> 1 guides (Ho & Salimans' w is this w - 1); costs two evaluations per step",
+    )
+    g.add_argument("--guidance-rescale", type=float, metavar="PHI", help="guidance rescale phi in [0, 1] (Lin et al.)")
+    g.add_argument(
+        "--guidance-interval", type=float, nargs=2, metavar=("T_LO", "T_HI"), help="guide only for t in [T_LO, T_HI]"
+    )
+    g.add_argument("--classifier", metavar="RUN", help="classifier guidance by a noise-conditional classifier's run")
+    g.add_argument("--classifier-scale", type=float, metavar="S", help="classifier guidance scale s (default: 1)")
+    g.add_argument(
+        "--classifier-form", choices=("score", "mean"), help="score (default, every sampler) or mean (ddpm only)"
+    )
+
+
 def sampler_options(args: argparse.Namespace) -> dict:
     """The sampler-specific options given on the command line."""
     return given(args, SAMPLER_FLAGS)

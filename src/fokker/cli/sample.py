@@ -6,9 +6,17 @@ import argparse
 import time
 from pathlib import Path
 
-from fokker.cli.flags import add_checkpoint, add_sampling, command_parser, grid_options, sampler_options
+from fokker.cli.flags import (
+    add_checkpoint,
+    add_guidance,
+    add_sampling,
+    command_parser,
+    grid_options,
+    sampler_options,
+)
 from fokker.cli.settings import data_shape, sample_settings
 from fokker.errors import UserError
+from fokker.guidance.options import Guidance
 
 EXAMPLE = """examples:
   fokker sample --checkpoint runs/mnist --sampler ddim --steps 50 --num 64 --seed 0 --out grid.png
@@ -18,7 +26,9 @@ EXAMPLE = """examples:
   fokker sample --checkpoint runs/ncsn --sampler annealed_langevin --steps 10 --steps-per-level 100
   fokker sample --checkpoint runs/moons/model.safetensors --num 2000 --out moons.png
   fokker sample --checkpoint runs/digits-cond --class 3 --num 16 --out threes.png   (a conditional model)
-  fokker sample --checkpoint runs/digits-cond --class all --num 8 --out grid.png    (one row per class)"""
+  fokker sample --checkpoint runs/digits-cond --class all --num 8 --out grid.png    (one row per class)
+  fokker sample --checkpoint runs/mnist-cond --class all --num 8 --guidance 3 --out guided.png
+  fokker sample --checkpoint runs/mnist --classifier runs/clf --classifier-scale 3 --class 7 --out sevens.png"""
 
 
 def add_parser(sub) -> None:
@@ -37,12 +47,14 @@ def add_parser(sub) -> None:
         help="a conditional model's class K, a list of classes, or all: --num samples of each, one row (one "
         "colour) per class, sample j of every class from the same noise (default: no class, the null class)",
     )
+    add_guidance(s)
     s.add_argument("--out", default="samples.png", help="picture to write; the raw samples go to the same name .npz")
 
 
 def run(args: argparse.Namespace) -> int:
     """Sample --num (of each --class) with the flags' sampler, or the run's own; write OUT and OUT.npz."""
     from fokker.devices import inference_device
+    from fokker.guidance.options import guide
     from fokker.labels import class_grid, parse_classes
     from fokker.model import load_model
     from fokker.outputs import write_samples
@@ -54,7 +66,11 @@ def run(args: argparse.Namespace) -> int:
         check_options(args.sampler, options, grid)
     device = inference_device(args.device)
     denoiser, config = load_model(args.checkpoint, device)
-    classes = parse_classes(args.classes, config)
+    guidance, classifier_classes = guidance_from(args, device)
+    classes = parse_classes(args.classes, config, classifier_classes)
+    if guidance.asked and classes is None:
+        raise UserError("--guidance and --classifier steer to a class: give --class K (or --class all)")
+    denoiser = guide(denoiser, guidance)
     num, labels, kw = args.num, None, {}
     if classes is not None:  # --num of each class, class by class, with the noise of unconditional sample j
         labels, ids = class_grid(classes, args.num)
@@ -74,6 +90,22 @@ def run(args: argparse.Namespace) -> int:
         f"{time.time() - start:.1f} s; NFE {info['nfe']} per sample; wrote {out} and {out.with_suffix('.npz')}"
     )
     return 0
+
+
+def guidance_from(args: argparse.Namespace, device) -> tuple[Guidance, int | None]:
+    """(the guidance the flags ask for, the number of classes of its classifier, None without one), the
+    classifier loaded from its run."""
+    classifier, classes = None, None
+    if args.classifier is not None:
+        from fokker.classifier import load_classifier
+
+        classifier, clf_config = load_classifier(args.classifier, device)
+        classes = clf_config.data.num_classes
+    guidance = Guidance(
+        args.guidance, args.guidance_rescale, args.guidance_interval, classifier, args.classifier_scale,
+        args.classifier_form,
+    )  # fmt: skip
+    return guidance, classes
 
 
 def _check_out(args: argparse.Namespace) -> Path:

@@ -44,8 +44,7 @@ def heun(
         x = x + (s - t) (d + drift(x + (s - t) d, s)) / 2"""
     drift, nfe0 = Drift(denoiser, call.model_kwargs), denoiser.nfe
     conds, coefs = conditionings(denoiser, times, x), ode_coefficients(denoiser.process, times)
-    ts, lands_on_zero = times.tolist(), (times[1:] == 0).tolist()
-    dts = [s - t for t, s in zip(ts[:-1], ts[1:], strict=True)]
+    ts, dts, lands_on_zero = times.tolist(), (times[1:] - times[:-1]).tolist(), (times[1:] == 0).tolist()
     for k in tqdm(range(len(dts)), leave=False, disable=not call.progress):
         d1 = drift.evaluate(x, ts[k], coefs[k], conds[k])
         x0 = drift.x0
