@@ -1,6 +1,7 @@
 """`fokker sample` with guidance end to end: classifier-free guidance of a trained conditional 8gaussians
 model (--guidance, --guidance-rescale, --guidance-interval), the NFE it reports, and the user errors."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -73,3 +74,19 @@ def test_guidance_errors_are_one_line(runs, flags, message):
 def test_classifier_free_guidance_needs_a_conditional_model(runs):
     r = fokker("sample", "--checkpoint", "uncond", "--guidance", "3", "--class", "0", "--out", "u.png", cwd=runs)
     assert r.returncode == 2 and "this model is unconditional" in r.stderr
+
+
+def test_a_guided_evaluation_scores_agreement_and_each_class(runs):
+    r = fokker(
+        "eval", "--checkpoint", "cond", "--sampler", "ddim", "--steps", "50", "--guidance", "1", "3", "--num", "400",
+        "--out", "ev", "--no-progress", "--device", "cpu", cwd=runs,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    record = json.loads((runs / "ev" / "metrics.json").read_text())
+    assert [(row["guide"], row["nfe"]) for row in record["runs"]] == [("w=1", 50), ("w=3", 100)]
+    for row in record["runs"]:
+        assert row["agreement"] > 0.95 and len(row["per_class"]) == 8  # 50 samples of each of the 8 classes
+        assert all(0 < v < 0.5 for v in row["per_class"])
+    report = (runs / "ev" / "report.md").read_text()
+    assert "![guidance trade-off](guidance_tradeoff.png)" in report and (runs / "ev" / "guidance_tradeoff.png").exists()
+    assert "w=3" in r.stdout and "agreement" in r.stdout

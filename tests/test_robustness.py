@@ -20,7 +20,7 @@ from safetensors.torch import load_file, safe_open, save_file
 from test_cli import TINY, fokker
 
 import fokker.cli as cli
-import fokker.evaluate as evaluate_module
+import fokker.eval_report as eval_report
 import fokker.train.build as build
 import fokker.train.pictures as pictures
 import fokker.train.state as train_state
@@ -438,7 +438,7 @@ def test_an_eval_that_fails_while_writing_its_report_writes_neither_file(run10, 
     def broken(*args, **kwargs):
         raise RuntimeError("the plot failed")
 
-    monkeypatch.setattr(evaluate_module, "metric_curves", broken)
+    monkeypatch.setattr(eval_report, "metric_curves", broken)
     with pytest.raises(RuntimeError, match="the plot failed"):
         evaluate(run10, ["ddim"], [2], 50, out, progress=False)
     assert not (out / "metrics.json").exists() and not (out / "report.md").exists()

@@ -6,7 +6,6 @@ one `FileSet`: metrics.json, written last, only ever sits beside the report and 
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,27 +17,18 @@ from fokker.config import sample_options
 from fokker.data import Dataset, analytic_target, dataset_for
 from fokker.denoiser import Denoiser
 from fokker.errors import UserError
+from fokker.eval_report import write_report
 from fokker.files import FileSet
+from fokker.guidance.options import Guidance, guide
 from fokker.metrics import Classifier, image_metrics, load_classifier, vector_metrics
+from fokker.metrics.classes import class_metrics
 from fokker.metrics.inception import inception_metrics, load_inception
-from fokker.model import load_model, weights_path
+from fokker.model import load_model
 from fokker.samplers import GRID, get_sampler, ineffective, sample_seeded, sampler_options, time_grid
-from fokker.viz import metric_curves, save_picture, training_curve
+from fokker.viz import save_picture
 
 if TYPE_CHECKING:
     from fokker.config import RunConfig
-
-# the metrics plotted against NFE, and whether lower is better
-PLOTTED = {
-    "fid": True,
-    "inception_fid": True,
-    "kid": True,
-    "inception_score": False,
-    "recognizable": False,
-    "sliced_w2": True,
-    "mmd": True,
-    "cross_entropy": True,
-}
 
 
 def reference_data(config: RunConfig, num: int) -> tuple[Dataset, Dataset]:
@@ -83,9 +73,12 @@ def evaluate(
     progress: bool = True,
     options: dict | None = None,
     inception_weights: str | Path | None = None,
+    guides: dict[str, Guidance] | None = None,
 ) -> dict:
     """Sample `num` per (sampler, steps), score each set, write OUT/metrics.json and OUT/report.md with
-    pictures; samplers, steps or spacing left as None come from the run's sample config. Returns the metrics
+    pictures; samplers, steps or spacing left as None come from the run's sample config. With `guides` (name
+    -> fokker.guidance.options.Guidance), each setting is sampled once per guide, sample i of class i % K,
+    and also scored by label agreement and per-class quality (fokker.metrics.classes). Returns the metrics
     record (also in metrics.json)."""
     options = options or {}
     grid = {k: v for k, v in (("steps", steps), ("spacing", spacing)) if v is not None}  # chosen explicitly
@@ -94,18 +87,25 @@ def evaluate(
     steps = steps or [config.sample.steps]
     spacing = spacing or config.sample.spacing
     check_request(denoiser, config, samplers, steps, spacing, options, grid)
+    labels = class_labels(config, num) if guides else None
+    models = {name: guide(denoiser, g) for name, g in guides.items()} if guides else {None: denoiser}
     reference, held_out = reference_data(config, num)
     scorer = Scorer.for_data(reference, config, device, progress, inception_weights, seed)
     floor = scorer(held_out.data)
     runs, shown = [], {}
     for name in samplers:
         for n in steps:
-            run, samples = _sample_and_score(
-                denoiser, config, scorer, name, n, num, seed=seed, spacing=spacing, batch_size=batch_size,
-                device=device, progress=progress, options=options,
-            )  # fmt: skip
-            runs.append(run)
-            shown[run["picture"]] = (samples[:64] if samples.dim() == 4 else samples, f"{name}, {n} steps")
+            for label, model in models.items():
+                run, samples = _sample_and_score(
+                    model, config, scorer, name, n, num, labels, label, seed=seed, spacing=spacing,
+                    batch_size=batch_size, device=device, progress=progress, options=options,
+                )  # fmt: skip
+                runs.append(run)
+                title = f"{name}, {n} steps" + (f", {label}" if label else "")
+                picture = (
+                    (samples[:64], None if labels is None else labels[:64]) if samples.dim() == 4 else (samples, labels)
+                )
+                shown[run["picture"]] = (*picture, title)
     record = {
         "checkpoint": str(checkpoint),
         "data": config.data.name,
@@ -183,24 +183,54 @@ class Scorer:
         return None if c is None else {"dataset": c.dataset, "accuracy": c.accuracy, "num_test": c.num_test}
 
 
+def class_labels(config: RunConfig, num: int) -> torch.Tensor:
+    """The classes of a guided evaluation's samples: i % K for sample i, K the data's classes."""
+    if config.data.num_classes is None:
+        raise UserError(f"a guided evaluation needs class labels, but {config.data.name!r} has none")
+    return torch.arange(num) % config.data.num_classes
+
+
 def _sample_and_score(
-    denoiser: Denoiser, config: RunConfig, scorer: Scorer, name: str, n: int, num: int, *, options: dict, **kwargs
+    denoiser: Denoiser,
+    config: RunConfig,
+    scorer: Scorer,
+    name: str,
+    n: int,
+    num: int,
+    labels: torch.Tensor | None,
+    guide_name: str | None,
+    *,
+    options: dict,
+    **kwargs,
 ) -> tuple[dict, torch.Tensor]:
-    """One row of the record (sampler, steps, NFE, seconds, picture and the metrics) and its samples."""
+    """One row of the record (sampler, steps, guide, NFE, seconds, picture and the metrics) and its samples;
+    with labels, sample i is of class labels[i], and the row also holds label agreement and per-class quality."""
     start = time.time()
-    samples, info = sample_seeded(denoiser, name, n, config.data.shape, num, **kwargs, **_own(name, options, config))
+    kw = {} if labels is None else {"model_kwargs": {"y": labels}}
+    samples, info = sample_seeded(
+        denoiser, name, n, config.data.shape, num, **kwargs, **kw, **_own(name, options, config)
+    )
     seconds = time.time() - start
-    picture = f"samples_{name}_{n}.png"
-    run = {"sampler": name, "steps": n, "nfe": info["nfe"], "seconds": seconds, "picture": picture}
-    return {**run, **scorer(samples)}, samples
+    suffix = "" if guide_name is None else "_" + guide_name.replace(" ", "").replace("=", "")
+    run = {
+        "sampler": name,
+        "steps": n,
+        "nfe": info["nfe"],
+        "seconds": seconds,
+        "picture": f"samples_{name}_{n}{suffix}.png",
+    }
+    run |= scorer(samples)
+    if labels is not None:
+        run |= {"guide": guide_name, **class_metrics(samples, labels, scorer.reference, scorer.classifier)}
+    return run, samples
 
 
 def _write(out: Path, record: dict, shown: dict, reference: Dataset, checkpoint: str | Path) -> None:
     """The pictures, report.md and metrics.json as one FileSet: only now, so a failure before leaves nothing."""
     with FileSet(out, marker="metrics.json") as files:
-        for picture, (samples, title) in shown.items():
-            save_picture(samples, files.path(picture), reference=reference.data, title=title)
-        _write_report(record, checkpoint, files)
+        for picture, (samples, labels, title) in shown.items():
+            save_picture(samples, files.path(picture), reference=reference.data, title=title, labels=labels)
+        write_report(record, checkpoint, files)
         files.path("metrics.json").write_text(json.dumps(record, indent=2) + "\n")
 
 
@@ -223,58 +253,3 @@ def _check_effect(samplers: list[str], options: dict, grid: dict, config: RunCon
         if all(reasons.values()):
             why = "; ".join(f"{name}: {reason}" for name, reason in reasons.items())
             raise UserError(f"option {key!r} has no effect on any of the samplers {samplers} ({why})")
-
-
-def _write_report(record: dict, checkpoint: str | Path, files: FileSet) -> None:
-    """report.md beside metrics.json, with loss.png and metrics_vs_nfe.png (into the set `files`)."""
-    lines = [f"# Evaluation of `{checkpoint}`", ""]
-    lines += [f"{record['num']} samples per setting (seed {record['seed']}, {record['spacing']} spacing) on "
-              f"`{record['data']}`, scored against {record['reference']['size']} training examples."]  # fmt: skip
-    if record["classifier"]:
-        c = record["classifier"]
-        lines += [f"Features: fokker's classifier for `{c['dataset']}`, held-out accuracy "
-                  f"{100 * c['accuracy']:.1f}% on {c['num_test']} test images."]  # fmt: skip
-    lines += ["", "## Metrics", ""]
-    keys = [k for k in PLOTTED if k in record["floor"]]
-    extra = ["classes_present"] if "classes_present" in record["floor"] else []
-    head = ["sampler", "steps", "NFE", "seconds", *keys, *extra]
-    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in record["runs"]:
-        cells = [r["sampler"], str(r["steps"]), str(r["nfe"]), f"{r['seconds']:.1f}"]
-        lines.append("| " + " | ".join(cells + [_fmt(r[k]) for k in keys + extra]) + " |")
-    f = record["floor"]
-    floor_cells = [f"held-out data ({f['size']})", "", "", "", *[_fmt(f[k]) for k in keys + extra]]
-    lines.append("| " + " | ".join(floor_cells) + " |")
-    lines += ["", "Lower is better for " + ", ".join(k for k in keys if PLOTTED[k]) + "; higher for "
-              + (", ".join(k for k in keys if not PLOTTED[k]) or "none") + ". The last row scores held-out"
-              " data the same way: the floor that finite samples alone allow.", ""]  # fmt: skip
-    metric_curves(record["runs"], keys, files.path("metrics_vs_nfe.png"), floor=record["floor"])
-    lines += ["![metrics against NFE](metrics_vs_nfe.png)", "", "## Samples", ""]
-    for r in record["runs"]:
-        lines += [
-            f"**{r['sampler']}, {r['steps']} steps** (NFE {r['nfe']})",
-            "",
-            f"![{r['sampler']}]({r['picture']})",
-            "",
-        ]
-    lines += ["## Training loss", ""]
-    log = _metrics_log(checkpoint)
-    if log is not None and training_curve(log, files.path("loss.png")):
-        lines += ["![training loss](loss.png)", ""]
-    else:
-        lines += ["No metrics.jsonl beside the weights: give the run folder to see the training curve.", ""]
-    files.path("report.md").write_text("\n".join(lines))
-
-
-def _metrics_log(checkpoint: str | Path) -> Path | None:
-    """The run's metrics.jsonl, when the checkpoint is (or lies in) a run folder."""
-    path = weights_path(checkpoint).parent / "metrics.jsonl"
-    return path if path.exists() else None
-
-
-def _fmt(value: float | int | list) -> str:
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float) and (value == 0 or 1e-3 <= abs(value) < 1e4 or math.isnan(value)):
-        return f"{value:.4g}"
-    return f"{value:.3e}" if isinstance(value, float) else str(value)

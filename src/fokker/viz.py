@@ -121,21 +121,43 @@ def training_curve(metrics_jsonl: Path, path: Path) -> bool:
 
 
 def metric_curves(runs: list[dict], keys: list[str], path: Path, floor: dict | None = None) -> None:
-    """One panel per metric against NFE (log axis), one line per sampler; the floor as a dashed line."""
+    """One panel per metric against NFE (log axis), one line per sampler (and guide); the floor dashed."""
     plt = _pyplot()
     cols = min(len(keys), 3)
     rows = math.ceil(len(keys) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3 * rows), dpi=100, squeeze=False)
     for ax, key in zip(axes.flat, keys, strict=False):
-        for sampler in dict.fromkeys(r["sampler"] for r in runs):
-            pts = sorted((r["nfe"], r[key]) for r in runs if r["sampler"] == sampler)
-            ax.plot(*zip(*pts, strict=True), marker="o", label=sampler)
+        for series in dict.fromkeys(map(_series, runs)):
+            pts = sorted((r["nfe"], r[key]) for r in runs if _series(r) == series)
+            ax.plot(*zip(*pts, strict=True), marker="o", label=series)
         if floor is not None and key in floor:
             ax.axhline(floor[key], ls="--", c="0.5", lw=1, label="held-out data")
         ax.set_xscale("log"), ax.set_xlabel("NFE"), ax.set_title(key)
         ax.legend(fontsize=7)
     for ax in list(axes.flat)[len(keys) :]:
         ax.axis("off")
+    fig.tight_layout()
+    _save_figure(fig, path)
+
+
+def _series(run: dict) -> str:
+    """The line of a run of `fokker eval` in a plot: its sampler, and its guide when guided."""
+    return run["sampler"] + (f" {run['guide']}" if run.get("guide") else "")
+
+
+def guidance_tradeoff(runs: list[dict], quality: str, path: Path) -> None:
+    """Quality (e.g. FID) against label agreement, one line per (sampler, steps) through its guides, each
+    point labelled with its guide: the trade-off of Ho & Salimans 2022, fig. 4."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5, 3.6), dpi=100)
+    for key in dict.fromkeys((r["sampler"], r["steps"]) for r in runs):
+        mine = [r for r in runs if (r["sampler"], r["steps"]) == key]
+        ax.plot(
+            [r["agreement"] for r in mine], [r[quality] for r in mine], marker="o", label=f"{key[0]}, {key[1]} steps"
+        )
+        for r in mine:
+            ax.annotate(r["guide"], (r["agreement"], r[quality]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    ax.set_xlabel("label agreement"), ax.set_ylabel(quality), ax.legend(fontsize=7)
     fig.tight_layout()
     _save_figure(fig, path)
 

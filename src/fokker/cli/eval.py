@@ -6,12 +6,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from fokker.cli.flags import add_checkpoint, add_sampling, command_parser, sampler_options
+from fokker.cli.flags import add_checkpoint, add_guidance, add_sampling, command_parser, guides_from, sampler_options
 from fokker.errors import UserError
 
 EXAMPLE = """examples:
   fokker eval --checkpoint runs/mnist --sampler ddpm ddim --steps 10 20 50 100 --num 1000
   fokker eval --checkpoint runs/moons --steps 5 10 20 50 --num 4000 --out runs/moons/eval
+  fokker eval --checkpoint runs/mnist-cond --sampler ddim --steps 50 --guidance 1 2 3 5 --num 2000
+  fokker eval --checkpoint runs/mnist --classifier runs/clf --classifier-scale 1 3 10 --num 2000
   (open OUT/report.md: sample grids, the training-loss curve and every metric against NFE)"""
 
 # the metrics printed, those of the samples' kind (images or vectors) that the record has
@@ -30,6 +32,9 @@ def add_parser(sub) -> None:
     add_sampling(e, several=True)
     e.add_argument("--num", type=int, default=1000, help="samples per sampler and step count (default: 1000)")
     e.add_argument("--out", help="report folder (default: eval/ in the run folder)")
+    add_guidance(
+        e, several=True, group="guided evaluation (sample i of class i %% K; adds label agreement, per-class FID)"
+    )
     e.add_argument(
         "--inception-weights",
         help="also Inception FID / KID / IS, from this local torch-fidelity weights file (needs fokker[inception])",
@@ -48,15 +53,17 @@ def run(args: argparse.Namespace) -> int:
     device = inference_device(args.device)
     out = Path(args.out) if args.out else weights_path(args.checkpoint).parent / "eval"
     check_writable(out, folder=True)
+    guides, _ = guides_from(args, device)
     record = evaluate(
         args.checkpoint, args.sampler, args.steps, args.num, out, seed=args.seed, spacing=args.spacing,
         batch_size=args.batch_size, device=device, progress=not args.no_progress, options=sampler_options(args),
-        inception_weights=args.inception_weights,
+        inception_weights=args.inception_weights, guides=guides,
     )  # fmt: skip
     keys = [k for k in SHOWN if k in record["floor"]]
     for r in record["runs"]:
-        shown = ", ".join(f"{k} {r[k]:.4g}" for k in keys)
-        print(f"{r['sampler']:>10} {r['steps']:>5} steps  NFE {r['nfe']:>5}  {shown}  ({r['seconds']:.1f} s)")
+        shown = ", ".join(f"{k} {r[k]:.4g}" for k in (*keys, "agreement") if k in r)
+        guide = f"  {r['guide']:>9}" if r.get("guide") else ""
+        print(f"{r['sampler']:>10} {r['steps']:>5} steps{guide}  NFE {r['nfe']:>5}  {shown}  ({r['seconds']:.1f} s)")
     print(f"{'held-out':>10} {'':>18}  " + ", ".join(f"{k} {record['floor'][k]:.4g}" for k in keys))
     print(f"wrote {out / 'metrics.json'} and {out / 'report.md'}")
     return 0

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 
 from fokker.devices import DEVICES
+from fokker.guidance.options import Guidance
 from fokker.samplers import GRID, SAMPLERS, SPACINGS
 
 FORMATTER = argparse.RawDescriptionHelpFormatter
@@ -72,13 +73,16 @@ def add_sampling(p: argparse.ArgumentParser, several: bool) -> None:
     add_progress(p)
 
 
-def add_guidance(p: argparse.ArgumentParser) -> None:
-    """The guidance flags (fokker.guidance.Guidance); they need --class."""
-    g = p.add_argument_group("guidance (with --class)")
+def add_guidance(p: argparse.ArgumentParser, several: bool, group: str) -> None:
+    """The guidance flags (fokker.guidance.options.Guidance); with several=True, --guidance and
+    --classifier-scale take lists (one guided setting each)."""
+    many = {"nargs": "+"} if several else {}
+    g = p.add_argument_group(group)
     g.add_argument(
         "--guidance",
         type=float,
         metavar="W",
+        **many,
         help="classifier-free guidance scale w of a conditional model: 1 = the conditional model, 0 = unconditional, "
         "> 1 guides (Ho & Salimans' w is this w - 1); costs two evaluations per step",
     )
@@ -87,10 +91,40 @@ def add_guidance(p: argparse.ArgumentParser) -> None:
         "--guidance-interval", type=float, nargs=2, metavar=("T_LO", "T_HI"), help="guide only for t in [T_LO, T_HI]"
     )
     g.add_argument("--classifier", metavar="RUN", help="classifier guidance by a noise-conditional classifier's run")
-    g.add_argument("--classifier-scale", type=float, metavar="S", help="classifier guidance scale s (default: 1)")
+    g.add_argument(
+        "--classifier-scale", type=float, metavar="S", **many, help="classifier guidance scale s (default: 1)"
+    )
     g.add_argument(
         "--classifier-form", choices=("score", "mean"), help="score (default, every sampler) or mean (ddpm only)"
     )
+
+
+def guides_from(args: argparse.Namespace, device) -> tuple[dict[str, Guidance], int | None]:
+    """({name: Guidance} for each guided setting the flags ask for (every --guidance W with every
+    --classifier-scale S; empty without guidance), the number of classes of the --classifier or None), the
+    classifier loaded from its run (fokker.classifier.load_classifier)."""
+    classifier, classes = None, None
+    if args.classifier is not None:
+        from fokker.classifier import load_classifier
+
+        classifier, clf_config = load_classifier(args.classifier, device)
+        classes = clf_config.data.num_classes
+    ws = _listed(args.guidance)
+    ss = _listed(args.classifier_scale) if classifier is not None or args.classifier_scale is not None else [None]
+    guides = {}
+    for w in ws:
+        for s in ss:
+            g = Guidance(w, args.guidance_rescale, args.guidance_interval, classifier, s, args.classifier_form)
+            g.check()
+            if g.asked:
+                name = " ".join(f"{k}={v:g}" for k, v in (("w", w), ("s", s)) if v is not None) or "s=1"
+                guides[name] = g
+    return guides, classes
+
+
+def _listed(value) -> list:
+    """A flag's value as a list: [None] when not given, a single value as one item."""
+    return [None] if value is None else list(value) if isinstance(value, list) else [value]
 
 
 def sampler_options(args: argparse.Namespace) -> dict:

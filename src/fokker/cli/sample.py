@@ -12,11 +12,11 @@ from fokker.cli.flags import (
     add_sampling,
     command_parser,
     grid_options,
+    guides_from,
     sampler_options,
 )
 from fokker.cli.settings import data_shape, sample_settings
 from fokker.errors import UserError
-from fokker.guidance.options import Guidance
 
 EXAMPLE = """examples:
   fokker sample --checkpoint runs/mnist --sampler ddim --steps 50 --num 64 --seed 0 --out grid.png
@@ -47,7 +47,7 @@ def add_parser(sub) -> None:
         help="a conditional model's class K, a list of classes, or all: --num samples of each, one row (one "
         "colour) per class, sample j of every class from the same noise (default: no class, the null class)",
     )
-    add_guidance(s)
+    add_guidance(s, several=False, group="guidance (with --class)")
     s.add_argument("--out", default="samples.png", help="picture to write; the raw samples go to the same name .npz")
 
 
@@ -66,11 +66,12 @@ def run(args: argparse.Namespace) -> int:
         check_options(args.sampler, options, grid)
     device = inference_device(args.device)
     denoiser, config = load_model(args.checkpoint, device)
-    guidance, classifier_classes = guidance_from(args, device)
+    guides, classifier_classes = guides_from(args, device)
     classes = parse_classes(args.classes, config, classifier_classes)
-    if guidance.asked and classes is None:
+    if guides and classes is None:
         raise UserError("--guidance and --classifier steer to a class: give --class K (or --class all)")
-    denoiser = guide(denoiser, guidance)
+    for guidance in guides.values():  # one at most: sample's flags take one value each
+        denoiser = guide(denoiser, guidance)
     num, labels, kw = args.num, None, {}
     if classes is not None:  # --num of each class, class by class, with the noise of unconditional sample j
         labels, ids = class_grid(classes, args.num)
@@ -90,22 +91,6 @@ def run(args: argparse.Namespace) -> int:
         f"{time.time() - start:.1f} s; NFE {info['nfe']} per sample; wrote {out} and {out.with_suffix('.npz')}"
     )
     return 0
-
-
-def guidance_from(args: argparse.Namespace, device) -> tuple[Guidance, int | None]:
-    """(the guidance the flags ask for, the number of classes of its classifier, None without one), the
-    classifier loaded from its run."""
-    classifier, classes = None, None
-    if args.classifier is not None:
-        from fokker.classifier import load_classifier
-
-        classifier, clf_config = load_classifier(args.classifier, device)
-        classes = clf_config.data.num_classes
-    guidance = Guidance(
-        args.guidance, args.guidance_rescale, args.guidance_interval, classifier, args.classifier_scale,
-        args.classifier_form,
-    )  # fmt: skip
-    return guidance, classes
 
 
 def _check_out(args: argparse.Namespace) -> Path:
