@@ -48,10 +48,7 @@ def points(n: int = 64, dtype=F64) -> torch.Tensor:
 
 def tilted_eps(x: torch.Tensor, t: float, process, y: int, w: float) -> torch.Tensor:
     """-sigma grad log [p_t(x) p_t(y | x)^w] by autograd of the closed forms, in float64."""
-    x = x.to(F64).requires_grad_(True)
-    log_p = MIX.log_prob_t(x, t, process) + w * torch.log(MIX.responsibilities(x, t, process)[:, y])
-    (grad,) = torch.autograd.grad(log_p.sum(), x)
-    return -process.sigma(torch.tensor([t], dtype=F64)) * grad
+    return tilted_eps_graph(x.to(F64).requires_grad_(True), t, process, y, w).detach()
 
 
 def close(a: torch.Tensor, b: torch.Tensor, dtype) -> bool:
@@ -281,3 +278,21 @@ def test_guidance_refuses_what_cannot_work():
         ClassifierGuidance(exact_denoiser(MIX, process), exact).eps(points(), 0.5, y=2)
     with pytest.raises(UserError, match="form"):
         ClassifierGuidance(exact_denoiser(MIX, process), exact, form="gradient")
+
+
+def test_a_guided_model_is_differentiable_like_its_closed_form():
+    """The Jacobian of the guided eps (what a divergence, and so the ODE likelihood, needs) is that of the
+    tilted closed form: the classifier's gradient stays differentiable when x requires grad."""
+    process = process_from_config(PROCESSES["vp-cosine"])
+    x = points(4)
+    guided = ClassifierGuidance(exact_denoiser(MIX, process), ExactClassifier(MIX, process), 2.0)
+    got = torch.autograd.functional.jacobian(lambda z: guided.eps(z, 0.3, y=0).sum(0), x)
+    want = torch.autograd.functional.jacobian(lambda z: tilted_eps_graph(z, 0.3, process, 0, 2.0).sum(0), x)
+    assert torch.allclose(got, want, rtol=1e-9, atol=1e-12)
+
+
+def tilted_eps_graph(x: torch.Tensor, t: float, process, y: int, w: float) -> torch.Tensor:
+    """`tilted_eps`, differentiable in x."""
+    log_p = MIX.log_prob_t(x, t, process) + w * torch.log(MIX.responsibilities(x, t, process)[:, y])
+    (grad,) = torch.autograd.grad(log_p.sum(), x, create_graph=True)
+    return -process.sigma(torch.tensor([t], dtype=F64)) * grad

@@ -51,14 +51,16 @@ def check_same_process(a: Process, b: Process, what: str) -> None:
 
 def class_gradient(classifier: Classifier, x: torch.Tensor, tb: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """grad_x log p_t(y | x) per example, by autograd through the classifier (also under torch.no_grad); a
-    class out of the classifier's range is a UserError."""
+    class out of the classifier's range is a UserError. When x itself requires grad (a divergence, the
+    likelihood's ODE), the gradient stays differentiable in x."""
+    differentiable = x.requires_grad
     with torch.enable_grad():
-        x = x.detach().requires_grad_(True)
+        x = x if differentiable else x.detach().requires_grad_(True)
         log_probs = classifier.log_probs(x, tb)
         k, lo, hi = log_probs.shape[1], int(y.min()), int(y.max())
         if lo < 0 or hi >= k:
             raise UserError(f"class {lo if lo < 0 else hi} is out of the classifier's range 0..{k - 1}")
-        return torch.autograd.grad(log_probs.gather(1, y[:, None]).sum(), x)[0]
+        return torch.autograd.grad(log_probs.gather(1, y[:, None]).sum(), x, create_graph=differentiable)[0]
 
 
 class ClassifierGuidance(GuidedDenoiser):
