@@ -17,6 +17,8 @@ def test_there_are_howtos():
         "score-based.md",
         "likelihood.md",
         "conditional.md",
+        "inpainting.md",
+        "colorization.md",
     }
     assert {p.name for p in DOCS} >= expected
 

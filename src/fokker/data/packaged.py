@@ -73,10 +73,9 @@ def resize(x: torch.Tensor, image_size: int | None) -> torch.Tensor:
     """(N, C, H, W) images in [-1, 1] resized to image_size (bilinear, antialiased) when it differs from W."""
     if image_size is None or image_size == x.shape[-1]:
         return x
-    image_size = int(image_size)
-    return F.interpolate(
-        x, size=(image_size, image_size), mode="bilinear", align_corners=False, antialias=True
-    ).clamp_(-1.0, 1.0)  # the filter is a convex combination: clamp only rounding error
+    size = (int(image_size), int(image_size))
+    resized = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
+    return resized.clamp_(-1.0, 1.0)  # the filter is a convex combination: clamp only rounding error
 
 
 def _grey_dataset(

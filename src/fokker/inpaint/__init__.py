@@ -9,7 +9,13 @@ sampler has an option of that name."""
 
 from fokker.inpaint.colour import COLOUR_BASIS, colorize, grey_observation, grey_of
 from fokker.inpaint.complete import SCHEMES, complete, repaint_schedule
-from fokker.inpaint.exact import conditional_error, conditional_gaussian, rotated_gaussian
+from fokker.inpaint.exact import (
+    conditional_error,
+    conditional_gaussian,
+    coordinate_kl,
+    correlated_pairs,
+    rotated_gaussian,
+)
 from fokker.inpaint.inputs import complete_seeded, load_inputs
 from fokker.inpaint.masks import make_mask
 from fokker.inpaint.observation import Observation, Replacement
@@ -25,6 +31,8 @@ __all__ = [
     "complete_seeded",
     "conditional_error",
     "conditional_gaussian",
+    "coordinate_kl",
+    "correlated_pairs",
     "grey_observation",
     "grey_of",
     "inpaint",

@@ -8,6 +8,7 @@ import torch
 
 from fokker.metrics.distances import gaussian_fit, gaussian_kl
 from fokker.schedules import F64
+from fokker.targets import GaussianTarget
 
 
 def conditional_gaussian(
@@ -42,3 +43,20 @@ def conditional_error(samples: torch.Tensor, mean: torch.Tensor, cov: torch.Tens
         "mean": float((diff.T @ torch.linalg.solve(cov.to(F64), diff)).sqrt()),
         "cov": float(torch.linalg.matrix_norm(fit_cov - cov) / torch.linalg.matrix_norm(cov.to(F64))),
     }
+
+
+def correlated_pairs(pairs: int = 8, rho: float = 0.9, std: float = 0.5) -> GaussianTarget:
+    """`pairs` independent 2-D Gaussians (x_i, y_i), each with means (0.2, -0.1), standard deviations `std` and
+    correlation `rho`, as one GaussianTarget of 2 pairs coordinates (x_0, y_0, x_1, y_1, ...): the test case of
+    inpainting, y given x, whose exact conditional y_i | x_i ~ N(-0.1 + rho (x_i - 0.2), (1 - rho^2) std^2) is
+    independent across pairs (so many pairs give many samples of it, in a dimension where pc's corrector works)."""
+    block = std**2 * torch.tensor([[1.0, rho], [rho, 1.0]], dtype=F64)
+    return GaussianTarget(torch.tensor([0.2, -0.1], dtype=F64).repeat(pairs), torch.block_diag(*[block] * pairs))
+
+
+def coordinate_kl(samples: torch.Tensor, mean: torch.Tensor, var: torch.Tensor) -> float:
+    """The mean over coordinates of KL(N(m_i, v_i) || N(mean_i, var_i)), (m_i, v_i) the sample mean and variance
+    of coordinate i of samples (N, d): the distance to an exact conditional with independent coordinates."""
+    x = samples.to(F64)
+    ratio = x.var(0) / var.to(F64)
+    return float((0.5 * (ratio - 1 - torch.log(ratio)) + 0.5 * (x.mean(0) - mean) ** 2 / var).mean())
