@@ -33,7 +33,7 @@ def _save(path: Path, array: np.ndarray) -> Path:
 
 
 def test_dataset_names_lists_builtins() -> None:
-    assert dataset_names() == [*TOYS, "mixture", "gaussian16", "digits", "mnist"]
+    assert dataset_names() == [*TOYS, "mixture", "gaussian16", "digits", "mnist", "colour_mnist"]
 
 
 def test_registry_maps_every_name_to_its_loader() -> None:

@@ -18,6 +18,8 @@ def test_there_are_howtos():
         "likelihood.md",
         "conditional.md",
         "guidance.md",
+        "inpainting.md",
+        "colorization.md",
     }
     assert {p.name for p in DOCS} >= expected
 

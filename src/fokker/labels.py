@@ -54,7 +54,7 @@ def resolve_classes(config: RunConfig, num_classes: int | None, data_name: str) 
     if num_classes is None:
         raise UserError(
             f"model.conditional=true needs class labels, but the data set {data_name!r} has none "
-            "(labelled: moons, 8gaussians, digits, mnist, or a folder with one subfolder per class)"
+            "(labelled: moons, 8gaussians, digits, mnist, colour_mnist, or a folder with one subfolder per class)"
         )
     net = config.model.network
     if net.get("num_classes") not in (None, num_classes):

@@ -1,7 +1,8 @@
 """The files the inference commands write, each a whole: a sample set (its picture and the raw samples
-beside it), an interpolation picture, and a likelihood report (likelihood.json, and terms.png for the
-bound on every step). Writing is kept apart from computing (fokker.reports, fokker.samplers) so a script
-can compute without writing, and so the rules for writing a result whole live in one place."""
+beside it), a set of completions (inpainting, colorization) likewise, an interpolation picture, and a
+likelihood report (likelihood.json, and terms.png for the bound on every step). Writing is kept apart from
+computing (fokker.reports, fokker.samplers) so a script can compute without writing, and so the rules for
+writing a result whole live in one place."""
 
 from __future__ import annotations
 
@@ -36,6 +37,34 @@ def write_samples(out: Path, samples: torch.Tensor, labels: torch.Tensor | None,
     npz = out.with_suffix(".npz").name
     with FileSet(out.parent, marker=npz) as files:
         save_picture(samples, files.path(out.name), reference=reference, title=title, labels=labels)
+        np.savez_compressed(files.path(npz), **arrays)
+
+
+def write_completions(
+    out: Path, samples: torch.Tensor, inputs: torch.Tensor, shown: torch.Tensor, config: RunConfig, arrays: dict
+) -> None:
+    """The picture of inpainted / colorized `samples` (num of each input, input by input) and the raw samples
+    beside it (.npz: samples, inputs, uint8 images and `arrays`, e.g. the mask), written as one set. Images: one
+    row per input, what the model was given (`shown`: the masked input, the grey image) | its completions |
+    the input itself; vectors: a scatter plot of the completions, one colour per input, over the data."""
+    import numpy as np
+
+    from fokker.data import load_dataset, to_uint8_images
+    from fokker.viz import image_grid, save_picture
+
+    num = len(samples) // len(inputs)
+    npz = out.with_suffix(".npz").name
+    arrays = {"samples": samples.numpy(), "inputs": inputs.numpy(), **arrays}
+    with FileSet(out.parent, marker=npz) as files:
+        if samples.dim() == 4:
+            arrays["images"] = to_uint8_images(samples)
+            grouped = samples.reshape(len(inputs), num, *samples.shape[1:])
+            rows = torch.cat([shown[:, None], grouped, inputs[:, None]], 1).flatten(0, 1)
+            image_grid(rows, nrow=num + 2).save(files.path(out.name), format="PNG")
+        else:
+            reference = load_dataset(config.data.name, num_points=5000, seed=config.train.seed).data
+            labels = torch.arange(len(inputs)).repeat_interleave(num)
+            save_picture(samples, files.path(out.name), reference=reference, labels=labels, title="completions")
         np.savez_compressed(files.path(npz), **arrays)
 
 

@@ -7,8 +7,8 @@ import argparse
 import sys
 import warnings
 
+from fokker.cli import colorize, inpaint, interpolate, likelihood, sample, train
 from fokker.cli import eval as eval_command
-from fokker.cli import interpolate, likelihood, sample, train
 from fokker.cli.flags import FORMATTER
 from fokker.errors import FokkerWarning, UserError
 
@@ -17,6 +17,7 @@ MAIN_EXAMPLE = """examples:
   fokker sample --checkpoint runs/moons --num 2000 --out moons.png
   fokker eval --checkpoint runs/moons --steps 10 50 --num 2000     (metrics and a report)
   fokker likelihood --checkpoint runs/moons --method vlb --num 500  (bits/dim; --method ode for the ODE)
+  fokker inpaint --checkpoint runs/mnist --index 7 --mask center --scheme repaint   (fill in a hole)
   fokker train --help                                       (every option of a command)"""
 
 # each command's module: add_parser(subparsers) and run(args) -> exit status
@@ -26,6 +27,8 @@ COMMANDS = {
     "eval": eval_command,
     "likelihood": likelihood,
     "interpolate": interpolate,
+    "inpaint": inpaint,
+    "colorize": colorize,
 }
 
 

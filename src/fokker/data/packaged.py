@@ -69,6 +69,15 @@ def load_mnist(split: str, options: LoadOptions) -> Dataset:
     return _grey_dataset(images[idx], labels[idx], 255, "mnist", options.image_size, options.channels)
 
 
+def resize(x: torch.Tensor, image_size: int | None) -> torch.Tensor:
+    """(N, C, H, W) images in [-1, 1] resized to image_size (bilinear, antialiased) when it differs from W."""
+    if image_size is None or image_size == x.shape[-1]:
+        return x
+    size = (int(image_size), int(image_size))
+    resized = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
+    return resized.clamp_(-1.0, 1.0)  # the filter is a convex combination: clamp only rounding error
+
+
 def _grey_dataset(
     images: np.ndarray,
     labels: np.ndarray,
@@ -80,12 +89,7 @@ def _grey_dataset(
     """Build a 10-class grey image data set from (N, H, W) integers in 0..max_value: bilinear antialiased
     resize when `image_size` differs from the native size, the channel repeated when 3 are asked for."""
     x = torch.from_numpy(images.astype(np.float32)).unsqueeze(1)
-    x = x / max_value * 2.0 - 1.0  # max_value maps exactly to 1
-    if image_size is not None and image_size != x.shape[-1]:
-        image_size = int(image_size)
-        x = F.interpolate(
-            x, size=(image_size, image_size), mode="bilinear", align_corners=False, antialias=True
-        ).clamp_(-1.0, 1.0)  # the filter is a convex combination: clamp only rounding error
+    x = resize(x / max_value * 2.0 - 1.0, image_size)  # max_value maps exactly to 1
     resized = image_size is not None and image_size != images.shape[-1]
     if channels == 3:
         x = x.repeat(1, 3, 1, 1)

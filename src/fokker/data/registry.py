@@ -9,6 +9,7 @@ from numbers import Integral
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from fokker.data.colour import load_colour_mnist
 from fokker.data.dataset import Dataset, LoadOptions
 from fokker.data.folders import load_folder
 from fokker.data.packaged import load_digits, load_mnist
@@ -27,6 +28,7 @@ DATASETS: dict[str, Loader] = {
     **{name: functools.partial(load_target, name) for name in TARGETS},
     "digits": load_digits,
     "mnist": load_mnist,
+    "colour_mnist": load_colour_mnist,
 }
 
 
@@ -71,7 +73,8 @@ def load_dataset(
             the centre cropped (default 32). ``digits``/``mnist``: bilinear antialiased resize
             when it differs from the native size. Ignored for toys. Must be at least 4.
         channels: 1 (grey) or 3 (RGB). Folders default to 1 when every image is grey, else 3;
-            ``digits``/``mnist`` are grey and have their channel repeated when 3 is asked for.
+            ``digits``/``mnist`` are grey and have their channel repeated when 3 is asked for;
+            ``colour_mnist`` is RGB (3 only).
             Ignored for toys.
         num_points: number of points of a toy (ignored otherwise).
         seed: seed of a toy (ignored otherwise).

@@ -69,7 +69,7 @@ def sample(
     (samples, info); info["nfe"] is the number of network evaluations used, info["times"] the times stepped
     through (the grid; an adaptive solver's own times)."""
     fn = get_sampler(sampler)
-    own = {k: v for k, v in options.items() if k not in ("callback", "model_kwargs", "progress")}
+    own = {k: v for k, v in options.items() if k not in SamplerCall._fields}
     check_options(sampler, own)
     times = time_grid(denoiser.process, steps, spacing)
     if x_T is None:

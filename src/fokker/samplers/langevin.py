@@ -76,7 +76,8 @@ def denoiser_langevin(
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(x, last x0_hat) after `n_steps` Langevin updates on p_t at one noise level (t, alpha_t, sigma_t,
     conditioning) with the denoiser's score -eps_hat / sigma_t; `step` is the step size, or step(score, z)
-    per example (the corrector's `snr_step`)."""
+    per example (the corrector's `snr_step`). call.constraint(x, t) follows every update, as the known part
+    follows each Langevin update in NCSN's inpainting (Song & Ermon 2019, app. B.3, Alg. 2)."""
     t, alpha, sigma, cond = level
     x0 = None
     for _ in range(n_steps):
@@ -84,6 +85,8 @@ def denoiser_langevin(
         score = eps / -sigma
         z = randn(x.shape, call.generator, device=x.device, dtype=x.dtype)
         x = langevin_step(x, score, step(score, z) if callable(step) else step, z)
+        if call.constraint is not None:
+            x = call.constraint(x, t)
     return x, x0
 
 
@@ -100,24 +103,27 @@ def annealed_langevin(
     denoise: bool = True,
 ) -> tuple[torch.Tensor, dict]:
     """Annealed Langevin dynamics (Song & Ermon 2019, Alg. 1). The noise levels are sigma_i = sigma(t) at every
-    grid time but the last (t = 0 is the data), largest first; at each, `steps_per_level` Langevin updates
-    with step alpha_i = epsilon sigma_i^2 / sigma_L^2, sigma_L the smallest level. `denoise` ends with
-    Tweedie's x0_hat at sigma_L (Jolicoeur-Martineau et al. 2021). The defaults are NCSN's, 100 steps per
-    level and epsilon = 2e-5 (sigma_L / 0.01)^2, i.e. NCSN's 2e-5 for its sigma_L = 0.01 and the same
-    alpha_L = 0.2 sigma_L^2 on any other ladder (an epsilon tuned for one ladder diverges on another).
+    grid time above 0 (t = 0 is the data: every time but the last of a whole grid; every time of a grid that
+    ends above 0, whose state then ends at its last time), largest first; at each, `steps_per_level` Langevin
+    updates with step alpha_i = epsilon sigma_i^2 / sigma_L^2, sigma_L the smallest level. `denoise` ends a
+    grid that reaches t = 0 with Tweedie's x0_hat at sigma_L (Jolicoeur-Martineau et al. 2021). The defaults
+    are NCSN's, 100 steps per level and epsilon = 2e-5 (sigma_L / 0.01)^2, i.e. NCSN's 2e-5 for its sigma_L =
+    0.01 and the same alpha_L = 0.2 sigma_L^2 on any other ladder (an epsilon tuned for one ladder diverges on
+    another): the default step alpha_i = 0.2 sigma_i^2 does not depend on the ladder.
     NFE = levels * steps_per_level (+ 1 with denoise). The Langevin step sets its own noise, so a model
     with a learned variance is sampled on its mean prediction. The loop:
 
         for sigma_i in sigmas[:-1]:
             for _ in range(steps_per_level):
                 x = x + alpha_i / 2 score(x, sigma_i) + sqrt(alpha_i) z"""
+    levels = times[times > 0]
     if epsilon is None:
-        epsilon = 0.2 * denoiser.process.sigma(times[-2:-1]).item() ** 2
+        epsilon = 0.2 * denoiser.process.sigma(levels[-1:]).item() ** 2
     if epsilon <= 0 or steps_per_level < 1:
         raise UserError(
             f"annealed Langevin needs epsilon > 0 and steps_per_level >= 1, got {epsilon} and {steps_per_level}"
         )
-    nfe0, levels = denoiser.nfe, times[:-1]
+    nfe0 = denoiser.nfe
     alphas, sigmas, ts = denoiser.process.alpha(levels).tolist(), denoiser.process.sigma(levels), levels.tolist()
     step_sizes, sigmas = (epsilon * sigmas**2 / sigmas[-1] ** 2).tolist(), sigmas.tolist()
     conds = conditionings(denoiser, levels, x)
@@ -126,6 +132,6 @@ def annealed_langevin(
         x, x0 = denoiser_langevin(denoiser, x, level, steps_per_level, step_sizes[k], call)
         if call.callback is not None:
             call.callback(k, x, x0)
-    if denoise:
+    if denoise and times[-1] == 0:
         x = denoiser.predict(x, ts[-1], alpha=alphas[-1], sigma=sigmas[-1], cond=conds[-1], **call.model_kwargs)[0]
     return x, {"nfe": denoiser.nfe - nfe0, "steps": len(levels) * steps_per_level}

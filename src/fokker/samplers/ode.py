@@ -37,7 +37,7 @@ def heun(
     denoiser: Denoiser, x: torch.Tensor, times: torch.Tensor, denoise: bool, call: SamplerCall
 ) -> tuple[torch.Tensor, dict]:
     """Heun's method (Karras et al. 2022, Alg. 1) on the grid. A step onto a time with sigma = 0 is an Euler
-    step; with `denoise`, the step onto t = 0 returns x0_hat:
+    step; with `denoise`, the step onto t = 0 returns x0_hat. call.constraint acts after each whole step:
 
     for t, s in zip(times[:-1], times[1:]):
         d = drift(x, t)
@@ -54,6 +54,8 @@ def heun(
             x = x + dts[k] * d1
         else:
             x = x + dts[k] / 2 * (d1 + drift.evaluate(x + dts[k] * d1, ts[k + 1], coefs[k + 1], conds[k + 1]))
+        if call.constraint is not None and not lands_on_zero[k]:
+            x = call.constraint(x, ts[k + 1])
         if call.callback is not None:
             call.callback(k, x, x0)
     return x, {"nfe": denoiser.nfe - nfe0, "steps": len(dts)}
@@ -109,11 +111,17 @@ def ode(
     steps between the grid's ends, and info has its accepted and rejected steps and their times). With
     `denoise`, the end at t = 0 is Tweedie's x0_hat from the last time before it. Deterministic: the same x
     gives the same samples (dopri5: up to its tolerance, since its step sizes depend on the whole batch).
-    The ODE has no noise to draw, so a model with a learned variance runs on its mean prediction."""
+    The ODE has no noise to draw, so a model with a learned variance runs on its mean prediction. A constraint
+    (SamplerCall) acts after each step of euler / heun; dopri5 refuses one."""
     if method not in METHODS:
         raise UserError(f"unknown ODE method {method!r}; expected one of {METHODS}")
     if rtol <= 0 or atol <= 0:
         raise UserError(f"rtol and atol must be positive, got {rtol} and {atol}")
     if method == "dopri5":
+        if call.constraint is not None:
+            raise UserError(
+                "ode with method 'dopri5' cannot take a constraint (inpainting, colorization): the adaptive solver "
+                "cannot change x between its steps; use method 'euler' or 'heun' on a grid"
+            )
         return dopri5(denoiser, x, times, denoise, call, rtol, atol)
     return (euler if method == "euler" else heun)(denoiser, x, times, denoise, call)

@@ -1,11 +1,12 @@
 """The sampler registry: name -> sampler function, each with the shared signature
 
     sampler(denoiser, x, times, *, generator=None, callback=None, model_kwargs=None,
-            progress=False, **options) -> (samples, info)
+            progress=False, constraint=None, **options) -> (samples, info)
 
-where x is the starting state at times[0] = 1 and times descends to 0. info holds at least
+where x is the starting state at times[0] (1 for a whole grid) and times descends (to 0 for a whole
+grid; a grid that ends above 0 ends on a state at that time, with no final denoising). info holds at least
 "nfe" (network evaluations used) and "steps". A sampler is written as fn(denoiser, x, times, call, *,
-**own options) and registered with `register`, which gathers the four shared keyword arguments into
+**own options) and registered with `register`, which gathers the shared keyword arguments into
 `call` (a `SamplerCall`: the shared arguments of one call) and gives the registered function the signature above.
 
 An option that has no effect with the other options as given is an error, not a no-op: a sampler
@@ -18,6 +19,8 @@ import functools
 import inspect
 from collections.abc import Callable
 from typing import NamedTuple
+
+import torch
 
 from fokker.errors import UserError
 from fokker.noise import Generators
@@ -47,12 +50,17 @@ RULES: dict[str, dict[str, Rule]] = {}
 class SamplerCall(NamedTuple):
     """What every sampler takes besides its own options, filled by the registry from the shared keyword
     arguments: the generator(s) of its noise, callback(k, x, x0_hat) after each step k, the network's extra
-    keyword arguments (e.g. {"y": labels}) and whether to show a progress bar."""
+    keyword arguments (e.g. {"y": labels}), whether to show a progress bar, and a constraint: after each step
+    that lands at a time s > 0, and after each Langevin update at a noise level s (annealed Langevin, the
+    corrector of pc), x = constraint(x, s) (e.g. inpainting's replacement of the known part, fokker.inpaint).
+    A step onto t = 0 is not constrained: there x is the data (x0_hat), whose known part the caller pastes in.
+    A sampler that cannot apply it after its steps (an adaptive solver) refuses it."""
 
     generator: Generators = None
     callback: Callable | None = None
     model_kwargs: dict = {}  # noqa: RUF012  (never mutated)
     progress: bool = False
+    constraint: Callable[[torch.Tensor, float], torch.Tensor] | None = None
 
 
 def _public_signature(fn: Callable) -> inspect.Signature:

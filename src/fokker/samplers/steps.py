@@ -10,7 +10,9 @@ being the network's raw output (`fokker.denoiser.linear_coefficients`). Unfolded
 
     for step in steps:
         x0, eps = denoiser.predict(x, step.t)
-        x = step.c_x0 * x0 + step.c_eps * eps + step.std * randn(x.shape)"""
+        x = step.c_x0 * x0 + step.c_eps * eps + step.std * randn(x.shape)
+        if constraint is not None and step.s > 0:
+            x = constraint(x, step.s)"""
 
 from __future__ import annotations
 
@@ -35,6 +37,7 @@ class Step(NamedTuple):
     """One step t -> s, coefficients as python floats."""
 
     t: float
+    s: float
     cond: torch.Tensor  # the network's noise conditioning at t, shape (batch,)
     alpha_t: float
     sigma_t: float
@@ -73,9 +76,9 @@ def step_table(
     alpha_t, sigma_t = process.alpha(t), process.sigma(t)
     x0_x, x0_out, eps_x, eps_out = linear_coefficients(alpha_t, sigma_t, denoiser.prediction)
     fold_x, fold_out = c_x0 * x0_x + c_eps * eps_x, c_x0 * x0_out + c_eps * eps_out
-    columns = (t, alpha_t, sigma_t, c_x0, c_eps, std, fold_x, fold_out)
+    columns = (t, s, alpha_t, sigma_t, c_x0, c_eps, std, fold_x, fold_out)
     rows = zip(*(c.tolist() for c in columns), strict=True)
-    steps = [Step(row[0], cond, *row[1:]) for cond, row in zip(conditionings(denoiser, t, x), rows, strict=True)]
+    steps = [Step(*row[:2], cond, *row[2:]) for cond, row in zip(conditionings(denoiser, t, x), rows, strict=True)]
     if learned_variance:
         lo, hi = (c.tolist() for c in process.log_variance_range(t, s))
         noisy = (s > 0).tolist() if denoise else [True] * len(steps)
@@ -120,7 +123,7 @@ def run_table(
     """The loop (the module docstring's). Without clipping or a callback, which need x0_hat itself, each step
     is two tensor operations on the network's output (plus the noise); otherwise x0_hat and eps_hat are
     formed. `before(k, step, x)` runs at the start of each step (the corrector of predictor-corrector
-    sampling). Returns (x, {"nfe", "steps"})."""
+    sampling); call.constraint(x, s) at the end of each step onto s > 0. Returns (x, {"nfe", "steps"})."""
     nfe0 = denoiser.nfe
     folded = denoiser.clip is None and call.callback is None
     for k, step in enumerate(tqdm(steps, leave=False) if call.progress else steps):
@@ -135,6 +138,8 @@ def run_table(
             )
             x_next = x0.mul(step.c_x0).add_(eps, alpha=step.c_eps)
         x = _add_noise(denoiser, x_next, x, step, var_frac, call)
+        if call.constraint is not None and step.s > 0:
+            x = call.constraint(x, step.s)
         if call.callback is not None:
             call.callback(k, x, x0)
     return x, {"nfe": denoiser.nfe - nfe0, "steps": len(steps)}
