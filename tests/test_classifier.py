@@ -212,6 +212,12 @@ def test_options_a_classifier_does_not_read_are_refused(overrides, message):
     assert str(err.value).startswith(message) and "\n" not in str(err.value)
 
 
+def test_the_sample_section_a_classifier_does_not_read_is_not_checked_against_its_process():
+    assert validate(config_for("process.T=20")).sample.steps == 50  # more steps than T: unread, so no error
+    with pytest.raises(UserError, match=re.escape("sample.steps: steps must be at most T = 20")):
+        validate(apply_overrides(load_preset("toy"), ["process.T=20"]))
+
+
 def test_a_diffusion_model_cannot_train_with_cross_entropy():
     with pytest.raises(UserError, match=re.escape("train.loss cross_entropy trains a classifier, but model.network")):
         validate(apply_overrides(load_preset("toy"), ["train.loss=cross_entropy"]))

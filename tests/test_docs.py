@@ -17,6 +17,7 @@ def test_there_are_howtos():
         "score-based.md",
         "likelihood.md",
         "conditional.md",
+        "classifier.md",
     }
     assert {p.name for p in DOCS} >= expected
 

@@ -89,7 +89,7 @@ def batch_kwargs(
 ) -> dict[str, torch.Tensor]:
     """The model_kwargs of the training batch `idx`: {"y": its labels after dropout} on a conditional model
     (`labels` all the data's labels), {"y": its labels} as they are for a classifier (its targets), {} on
-    an unconditional model (and nothing drawn from `generator` but for the dropout)."""
+    an unconditional model; only the dropout draws from `generator`."""
     if labels is None:
         return {}
     if config.model.task == "classifier":

@@ -30,7 +30,7 @@ def check_classifier(config: RunConfig) -> None:
         for key in keys:
             value = getattr(getattr(config, section), key)
             if value != getattr(getattr(defaults, section), key):
-                why = "it draws no samples: its pictures are its accuracy against t" if section == "sample" else (
+                why = "it draws no samples (its pictures are its accuracy against t)" if section == "sample" else (
                     "only a diffusion model reads it"
                 )  # fmt: skip
                 raise UserError(

@@ -85,10 +85,10 @@ class RunConfig:
         self.model.validate()
         self._validate_task()
         self._validate_objective()
-        self.sample.validate_on(self.process)
-        if self.model.task == "denoiser":  # a classifier's labels are its targets (checked by _validate_task)
+        if self.model.task == "denoiser":  # a classifier draws no samples, its labels are its targets (_validate_task)
             from fokker.labels import check_conditional
 
+            self.sample.validate_on(self.process)
             check_conditional(self)
         return self
 
