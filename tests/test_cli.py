@@ -258,7 +258,7 @@ ERRORS = [
     # train: bad data, preset, options; new_run must not appear
     (["train", "--data", "corrupt", "--out", "new_run", "--steps", "5"], "cannot read image corrupt/cats/bad.png: "),
     (["train", "--data", "empty", "--out", "new_run", "--steps", "5"], "no .png/.jpg/.jpeg images found in empty"),
-    (["train", "--preset", "nope", "--out", "new_run"], "unknown preset 'nope'; expected one of ['digits', "),
+    (["train", "--preset", "nope", "--out", "new_run"], "unknown preset 'nope'; expected one of ['classifier-mnist', "),
     (["train", "--out", "new_run", "train.lr=-1"], "bad value for train.lr: -1; expected a positive number"),
     (["train", "--out", "new_run", "train.batch_size=abc"], "bad value for train.batch_size: 'abc'; expected a"),
     (["train", "--out", "new_run", "train.lrr=1e-3"], "unknown config key 'train.lrr'; known keys here: ["),

@@ -20,6 +20,7 @@ def test_there_are_howtos():
         "guidance.md",
         "inpainting.md",
         "colorization.md",
+        "classifier.md",
     }
     assert {p.name for p in DOCS} >= expected
 

@@ -15,12 +15,17 @@ from fokker.train import train
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> Path:
-    """A trained conditional 8gaussians run and a (barely trained) unconditional one."""
+    """A trained conditional 8gaussians run, an unconditional one (a few steps of a moons model), and a
+    trained unconditional 8gaussians model with a noise-conditional classifier of the same process."""
     root = tmp_path_factory.mktemp("guided")
     n = torch.get_num_threads()
     torch.set_num_threads(1)
     train(config_for(*GAUSS8), root / "cond", device="cpu", budget={"steps": 600}, progress=False)
     train(config_for(*TINY), root / "uncond", device="cpu", budget={"steps": 2}, progress=False)
+    plain = [o for o in GAUSS8 if o != "model.conditional=true"]
+    train(config_for(*plain), root / "plain", device="cpu", budget={"steps": 600}, progress=False)
+    clf = config_for("data.name=8gaussians", "data.num_points=2000", "model.network.hidden=64", preset="classifier-toy")
+    train(clf, root / "clf", device="cpu", budget={"steps": 400}, progress=False)
     torch.set_num_threads(n)
     return root
 
@@ -61,6 +66,9 @@ def test_guided_samples_are_of_the_class_and_tighter(runs):
         (["--class", "1", "--classifier-scale", "2"], "the classifier scale has no effect without a classifier"),
         (["--class", "1", "--guidance", "1", "--guidance-rescale", "0.5"], "have no effect at w = 1"),
         (["--class", "1", "--guidance", "3", "--guidance-interval", "0.8", "0.2"], "the guidance interval must be"),
+        (["--class", "1", "--classifier", "nowhere"], "no weights at nowhere"),
+        (["--class", "1", "--classifier", "cond"], "not a noise-conditional classifier"),
+        (["--class", "1", "--classifier", "clf", "--classifier-form", "mean"], "mean-shift"),
     ],
 )
 def test_guidance_errors_are_one_line(runs, flags, message):
@@ -90,3 +98,24 @@ def test_a_guided_evaluation_scores_agreement_and_each_class(runs):
     report = (runs / "ev" / "report.md").read_text()
     assert "![guidance trade-off](guidance_tradeoff.png)" in report and (runs / "ev" / "guidance_tradeoff.png").exists()
     assert "w=3" in r.stdout and "agreement" in r.stdout
+
+
+def test_classifier_guidance_steers_an_unconditional_model(runs):
+    """The classifier's gradient turns the unconditional 8gaussians model into samples of the class asked for
+    (unguided: 1/8 of each class)."""
+    common = ["--sampler", "ddim", "--steps", "50", "--num", "200", "--no-progress", "--device", "cpu"]
+    r = fokker(
+        "sample", "--checkpoint", "plain", "--classifier", "clf", "--classifier-scale", "2", "--class", "5",
+        *common, "--out", "c.png", cwd=runs,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "NFE 50 per sample" in r.stdout  # classifier evaluations are not the model's
+    x = torch.from_numpy(np.load(runs / "c.npz")["samples"])
+    assert (nearest_centre(x) == 5).to(torch.float64).mean() > 0.8
+    ddpm = fokker(
+        "sample", "--checkpoint", "plain", "--classifier", "clf", "--classifier-form", "mean", "--class", "5", "--classifier-scale", "2",
+        "--sampler", "ddpm", "--steps", "100", "--num", "200", "--no-progress", "--out", "m.png", cwd=runs,
+    )  # fmt: skip
+    assert ddpm.returncode == 0, ddpm.stderr
+    x = torch.from_numpy(np.load(runs / "m.npz")["samples"])
+    assert (nearest_centre(x) == 5).to(torch.float64).mean() > 0.8

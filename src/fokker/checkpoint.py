@@ -36,6 +36,8 @@ RUN_TEMPORARIES = (
     ".model.safetensors.*.tmp",
     "checkpoints/.tmp_step_*",
     "samples/.step_*.png.tmp",
+    ".accuracy.json.tmp",  # a classifier's report (fokker.classifier.report)
+    "accuracy/.step_*.png.tmp",
 )
 
 

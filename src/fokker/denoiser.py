@@ -96,6 +96,38 @@ def from_x0_eps(x0: torch.Tensor, eps: torch.Tensor, alpha: Coef, sigma: Coef, p
     return parameterisation(alpha, sigma, prediction).out(x0, eps)
 
 
+def check_conditioning(conditioning: str, process: Process) -> None:
+    """A UserError unless `conditioning` is one of CONDITIONINGS and fits the process ("index" needs T steps)."""
+    if conditioning not in CONDITIONINGS:
+        raise UserError(f"unknown conditioning {conditioning!r}; expected one of {CONDITIONINGS}")
+    if conditioning == "index" and process.T is None:
+        raise UserError("conditioning 'index' needs a discrete process (T steps)")
+
+
+def noise_condition(process: Process, conditioning: str, t: torch.Tensor) -> torch.Tensor:
+    """A network's noise input c for times t (float64 in, float64 out): "time" t, "index" t T (DDPM's step
+    number, Ho et al. 2020), "sigma" sigma(t) or "log_sigma" log sigma(t) (Song & Ermon 2019; Karras et al.
+    2022 feed a multiple of it)."""
+    if conditioning == "time":
+        return t
+    if conditioning == "index":
+        return process.snap(t) * process.T
+    sigma = process.sigma(t)
+    return sigma if conditioning == "sigma" else torch.log(sigma)
+
+
+def batch_times(x: torch.Tensor, t: torch.Tensor | float) -> torch.Tensor:
+    """Times t (a float, a 0-dim tensor or one per example) as float64 of shape (batch,) for the batch x."""
+    t = torch.as_tensor(t, dtype=torch.float64)
+    return t.expand(x.shape[0]) if t.dim() == 0 else t
+
+
+def network_condition(process: Process, conditioning: str, x: torch.Tensor, t: torch.Tensor | float) -> torch.Tensor:
+    """The conditioning c a network of (x, c) gets at x_t = x, times t: `noise_condition` of the batch's times,
+    on x's device and in x's dtype (the one conversion of t for a Denoiser and a NoisyClassifier alike)."""
+    return noise_condition(process, conditioning, batch_times(x, t)).to(device=x.device, dtype=x.dtype)
+
+
 class Denoiser:
     """A model of E[x_0 | x_t] for a process, whatever fn predicts.
 
@@ -126,10 +158,7 @@ class Denoiser:
     ):
         if prediction not in PREDICTIONS:
             raise UserError(f"unknown prediction {prediction!r}; expected one of {PREDICTIONS}")
-        if conditioning not in CONDITIONINGS:
-            raise UserError(f"unknown conditioning {conditioning!r}; expected one of {CONDITIONINGS}")
-        if conditioning == "index" and process.T is None:
-            raise UserError("conditioning 'index' needs a discrete process (T steps)")
+        check_conditioning(conditioning, process)
         if variance not in VARIANCES:
             raise UserError(f"unknown variance {variance!r}; expected one of {VARIANCES}")
         self.fn, self.process, self.prediction = fn, process, prediction
@@ -154,17 +183,11 @@ class Denoiser:
         return variance
 
     def condition(self, t: torch.Tensor) -> torch.Tensor:
-        """The network's noise input for times t (float64 in, float64 out)."""
-        if self.conditioning == "time":
-            return t
-        if self.conditioning == "index":
-            return self.process.snap(t) * self.process.T
-        sigma = self.process.sigma(t)
-        return sigma if self.conditioning == "sigma" else torch.log(sigma)
+        """The network's noise input for times t (float64 in, float64 out): `noise_condition`."""
+        return noise_condition(self.process, self.conditioning, t)
 
     def _batch_times(self, x: torch.Tensor, t: torch.Tensor | float) -> torch.Tensor:
-        t = torch.as_tensor(t, dtype=torch.float64)
-        return t.expand(x.shape[0]) if t.dim() == 0 else t
+        return batch_times(x, t)
 
     def raw(
         self, x: torch.Tensor, t: torch.Tensor | float, cond: torch.Tensor | None = None, **model_kwargs
@@ -178,7 +201,7 @@ class Denoiser:
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """One evaluation of fn at (x, t): (prediction, var_frac), var_frac None unless the variance is learned."""
         if cond is None:
-            cond = self.condition(self._batch_times(x, t)).to(device=x.device, dtype=x.dtype)
+            cond = network_condition(self.process, self.conditioning, x, t)
         self.nfe += 1
         out = self.fn(x, cond, **model_kwargs)
         if not self.learned_variance:

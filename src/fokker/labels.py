@@ -1,5 +1,6 @@
 """Class labels for class-conditional models: the config switch `model.conditional`, label dropout in
-training, and the classes a user asks a sampler for.
+training, and the classes a user asks a sampler for; and the labels a noise-conditional classifier is
+trained to predict (fokker.classifier), which are never dropped.
 
 A conditional network embeds labels 0..K-1 and a learned null class at index K (fokker.nets.embedding);
 training replaces each label by the null class with probability `train.p_uncond`, so that one network
@@ -26,6 +27,11 @@ def is_conditional(config: RunConfig) -> bool:
     return config.model.conditional
 
 
+def uses_labels(config: RunConfig) -> bool:
+    """Whether training reads the data's labels: a conditional model's inputs, or a classifier's targets."""
+    return is_conditional(config) or config.model.task == "classifier"
+
+
 def check_conditional(config: RunConfig) -> None:
     """The label options that need no data (ModelSection checks model.conditional): train.p_uncond in
     [0, 1) and only on a conditional model; model.network.num_classes never set by hand on an unconditional one."""
@@ -47,23 +53,25 @@ def check_conditional(config: RunConfig) -> None:
 
 
 def resolve_classes(config: RunConfig, num_classes: int | None, data_name: str) -> None:
-    """On a conditional model, set model.network.num_classes from the data's classes and train.p_uncond to
-    its default, in place; a data set without labels is a UserError."""
-    if not is_conditional(config):
+    """On a conditional model or a classifier (`uses_labels`), set model.network.num_classes from the data's
+    classes, and a conditional model's train.p_uncond to its default, in place; a data set without labels
+    is a UserError."""
+    if not uses_labels(config):
         return
+    who = "model.conditional=true" if is_conditional(config) else f"a classifier ({config.model.network['type']})"
     if num_classes is None:
         raise UserError(
-            f"model.conditional=true needs class labels, but the data set {data_name!r} has none "
+            f"{who} needs class labels, but the data set {data_name!r} has none "
             "(labelled: moons, 8gaussians, digits, mnist, colour_mnist, or a folder with one subfolder per class)"
         )
     net = config.model.network
     if net.get("num_classes") not in (None, num_classes):
         raise UserError(
             f"model.network.num_classes={net['num_classes']!r} but {data_name!r} has {num_classes} classes; "
-            "leave num_classes unset (model.conditional=true takes it from the data)"
+            f"leave num_classes unset ({who} takes it from the data)"
         )
     net["num_classes"] = num_classes
-    if config.train.p_uncond is None:
+    if is_conditional(config) and config.train.p_uncond is None:
         config.train.p_uncond = P_UNCOND
 
 
@@ -80,9 +88,12 @@ def batch_kwargs(
     config: RunConfig, labels: torch.Tensor | None, idx: torch.Tensor, generator: torch.Generator
 ) -> dict[str, torch.Tensor]:
     """The model_kwargs of the training batch `idx`: {"y": its labels after dropout} on a conditional model
-    (`labels` all the data's labels), {} on an unconditional one (and nothing drawn from `generator`)."""
+    (`labels` all the data's labels), {"y": its labels} as they are for a classifier (its targets), {} on
+    an unconditional model; only the dropout draws from `generator`."""
     if labels is None:
         return {}
+    if config.model.task == "classifier":
+        return {"y": labels[idx]}
     y = label_dropout(labels[idx], config.train.p_uncond, config.model.network["num_classes"], generator)
     return {"y": y}
 

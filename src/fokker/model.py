@@ -1,4 +1,5 @@
-"""From a config to a network and a Denoiser, and back from exported weights."""
+"""From a config to a network and the model around it (a Denoiser, or a classifier's NoisyClassifier),
+and back from exported weights."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from fokker.classifier.noisy import NoisyClassifier
 from fokker.config import RunConfig, as_run_config
 from fokker.data import Dataset
 from fokker.denoiser import Denoiser
@@ -21,29 +23,43 @@ EMBEDDING_RANGE = 1000.0  # the largest |time_scale * c| over the training times
 
 
 def resolve_config(config: RunConfig | dict, dataset: Dataset) -> RunConfig:
-    """Fill in what the data decides: its shape, its classes (and, for a conditional model, the network's
-    num_classes and train.p_uncond: fokker.labels), the network's input size and the x0 range; and the
-    network's time_scale for the conditioning (`embedding_time_scale`)."""
+    """Fill in what the data decides: its shape, its classes (and, for a conditional model or a classifier,
+    the network's num_classes, and a conditional model's train.p_uncond: fokker.labels), the network's sizes
+    and the x0 range; and the network's time_scale for the conditioning (`embedding_time_scale`)."""
     config = copy.deepcopy(as_run_config(config))
     _fill_time_scale(config)  # first: it tells a fresh config from a resolved one by data.shape
     config.data.shape = list(dataset.shape)
     config.data.num_classes = dataset.num_classes
     config.data.levels = dataset.levels
     resolve_classes(config, dataset.num_classes, dataset.name)
-    net = config.model.network
+    _fill_sizes(config, dataset)
+    return config
+
+
+IMAGE_NETWORKS = ("unet", "unet_encoder")  # they take in_channels and image_size from the data
+VECTOR_NETWORKS = ("mlp", "mlp_classifier")  # they take dim from the data
+
+
+def _fill_sizes(config: RunConfig, dataset: Dataset) -> None:
+    """The network's input size from the data, and a denoiser's output size (the prediction, and v when the
+    variance is learned); a classifier's output size is its num_classes (`resolve_classes`)."""
+    net, kind = config.model.network, config.model.network.get("type")
     outputs = 2 if config.model.variance == "learned" else 1  # the prediction, and v
-    if net.get("type") == "unet":
+    if kind in IMAGE_NETWORKS:
+        if len(dataset.shape) != 3:
+            raise UserError(f"a {kind} network needs image data; {dataset.name} has shape {dataset.shape}")
         net.setdefault("in_channels", dataset.shape[0])
         if dataset.shape[0] != net["in_channels"]:
             raise UserError(f"model.network.in_channels = {net['in_channels']} but the data has {dataset.shape[0]}")
         net.setdefault("image_size", dataset.shape[-1])
-        net.setdefault("out_channels", outputs * net["in_channels"])
-    elif net.get("type") == "mlp":
+        if kind == "unet":
+            net.setdefault("out_channels", outputs * net["in_channels"])
+    elif kind in VECTOR_NETWORKS:
         if len(dataset.shape) != 1:
-            raise UserError(f"an mlp network needs vector data; {dataset.name} has shape {dataset.shape}")
+            raise UserError(f"an {kind} network needs vector data; {dataset.name} has shape {dataset.shape}")
         net.setdefault("dim", dataset.shape[0])
-        net.setdefault("out_dim", outputs * net["dim"])
-    return config
+        if kind == "mlp":
+            net.setdefault("out_dim", outputs * net["dim"])
 
 
 def embedding_time_scale(conditioning: str, process: Process) -> float:
@@ -67,10 +83,17 @@ def _fill_time_scale(config: RunConfig) -> None:
         net["time_scale"] = embedding_time_scale(config.model.conditioning, process)
 
 
-def build_model(config: RunConfig) -> tuple[nn.Module, Denoiser]:
-    """The network and the Denoiser described by a resolved config."""
+def build_model(config: RunConfig) -> tuple[nn.Module, Denoiser | NoisyClassifier]:
+    """The network described by a resolved config, and the model around it (`model_for`)."""
     network = build_network(config.model.network)
-    return network, denoiser_for(network, config)
+    return network, model_for(network, config)
+
+
+def model_for(network: nn.Module, config: RunConfig) -> Denoiser | NoisyClassifier:
+    """What the config's model is around `network`: its Denoiser, or for a classifier its NoisyClassifier."""
+    if config.model.task == "classifier":
+        return classifier_for(network, config)
+    return denoiser_for(network, config)
 
 
 def denoiser_for(network: nn.Module, config: RunConfig) -> Denoiser:
@@ -80,6 +103,11 @@ def denoiser_for(network: nn.Module, config: RunConfig) -> Denoiser:
     process = process_from_config(config.process)
     classes = m.network.get("num_classes") if m.conditional else None
     return Denoiser(network, process, m.prediction, clip, m.conditioning, m.variance, classes)
+
+
+def classifier_for(network: nn.Module, config: RunConfig) -> NoisyClassifier:
+    """The NoisyClassifier of a classifier's config around `network`: its process and its conditioning."""
+    return NoisyClassifier(network, process_from_config(config.process), config.model.conditioning)
 
 
 def weights_path(checkpoint: str | Path) -> Path:
@@ -92,18 +120,36 @@ def weights_path(checkpoint: str | Path) -> Path:
     return path
 
 
+# what a run of each task holds, and what loads it
+HOLDS = {"denoiser": "diffusion model", "classifier": "noise-conditional classifier"}
+LOADERS = {"denoiser": "fokker.model.load_model", "classifier": "fokker.classifier.load_classifier"}
+
+
 def load_model(checkpoint: str | Path, device: torch.device | str = "cpu") -> tuple[Denoiser, RunConfig]:
     """(Denoiser in eval mode, config) from a run folder or an exported .safetensors file."""
+    network, config = load_network(checkpoint, "denoiser", device)
+    return denoiser_for(network, config), config
+
+
+def load_network(checkpoint: str | Path, task: str, device: torch.device | str = "cpu") -> tuple[nn.Module, RunConfig]:
+    """(network in eval mode, without gradients, config) of a run folder or an exported .safetensors file that
+    holds a model of `task` (fokker.nets.TASKS); one of another task is a UserError naming its loader."""
     path = weights_path(checkpoint)
     state, raw = read_weights(path)
     try:
         config = as_run_config(raw)
+        found = config.model.task
     except UserError as err:
         raise UserError(f"{path}: {err}") from None
+    if found != task:
+        raise UserError(
+            f"{path} holds a {HOLDS[found]} (model.network.type {config.model.network['type']}), not a "
+            f"{HOLDS[task]}; load it with {LOADERS[found]}"
+        )
     try:
         network = build_network(config.model.network)
     except (KeyError, TypeError) as err:
         raise UserError(f"{path}: its config does not describe a network ({err})") from None
     load_strict(network, state, path)
     network.to(device).eval().requires_grad_(False)
-    return denoiser_for(network, config), config
+    return network, config

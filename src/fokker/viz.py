@@ -172,3 +172,17 @@ def bound_terms(terms: torch.Tensor, times: torch.Tensor, path: Path, title: str
     ax.set_yscale("log"), ax.set_xlabel("t"), ax.set_ylabel("term (bits/dim)"), ax.set_title(title)
     fig.tight_layout()
     _save_figure(fig, path)
+
+
+def accuracy_curve(times: torch.Tensor, accuracy: torch.Tensor, path: Path, chance: float, title: str = "") -> None:
+    """A noise-conditional classifier's accuracy against t (fokker.classifier), with chance (1 / K) dashed:
+    high at t = 0, falling to chance where x_t holds no signal."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5, 3.2), dpi=100)
+    ax.plot(times.numpy(), accuracy.numpy(), marker="o", ms=3, lw=1, label="held-out accuracy")
+    ax.axhline(chance, ls="--", c="0.5", lw=1, label="chance")
+    ax.set_xlim(0, 1), ax.set_ylim(0, 1.02), ax.set_xlabel("t"), ax.set_ylabel("accuracy"), ax.set_title(title)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _save_figure(fig, path)

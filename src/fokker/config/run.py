@@ -83,16 +83,35 @@ class RunConfig:
                 raise UserError(f"bad value for {path}: {value}; expected a finite number")
         self.train.validate()
         self.model.validate()
+        self._validate_task()
         self._validate_objective()
-        self.sample.validate_on(self.process)
-        from fokker.labels import check_conditional
+        if self.model.task == "denoiser":  # a classifier draws no samples, its labels are its targets (_validate_task)
+            from fokker.labels import check_conditional
 
-        check_conditional(self)
+            self.sample.validate_on(self.process)
+            check_conditional(self)
         return self
+
+    def _validate_task(self) -> None:
+        """The loss trains what the network is (fokker.losses.Loss.task: a denoiser or a classifier), and a
+        classifier's config sets nothing that only a denoiser reads (fokker.classifier.check_classifier)."""
+        from fokker.losses import LOSS_TYPES
+
+        task, loss = self.model.task, LOSS_TYPES[self.train.loss]
+        if loss.task != task:
+            fitting = " or ".join(name for name, cls in LOSS_TYPES.items() if cls.task == task)
+            raise UserError(
+                f"train.loss {loss.name} trains a {loss.task}, but model.network.type "
+                f"{self.model.network.get('type')} is a {task} network: use train.loss {fitting}"
+            )
+        if task == "classifier":
+            from fokker.classifier.config import check_classifier
+
+            check_classifier(self)
 
     def _validate_objective(self) -> None:
         """The loss and its time sampler against the model's variance and the process."""
-        from fokker.losses import BOUND_LOSSES, LOSSES
+        from fokker.losses import BOUND_LOSSES, LOSS_TYPES
 
         loss, variance, T = self.train.loss, self.model.variance, self.process.get("T")
         if loss == "hybrid" and variance != "learned":
@@ -110,7 +129,7 @@ class RunConfig:
             from fokker.processes import process_from_config
             from fokker.vlb import check_bound_grid
 
-            others = ", ".join(name for name in LOSSES if name not in BOUND_LOSSES)
+            others = ", ".join(n for n, cls in LOSS_TYPES.items() if cls.task == "denoiser" and n not in BOUND_LOSSES)
             check_bound_grid(process_from_config(self.process), f"train.loss {loss}", f"use {others}")
 
 

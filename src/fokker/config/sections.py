@@ -90,6 +90,14 @@ class ModelSection(Section):
     clip: list[float] | None = None
     network: dict = field(default_factory=lambda: {"type": "mlp"})
 
+    @property
+    def task(self) -> str:
+        """What the model is, from its network's type (fokker.nets.network_task): a "denoiser" (every key
+        here configures its Denoiser) or a noise-conditional "classifier" (fokker.classifier)."""
+        from fokker.nets import network_task
+
+        return network_task(self.network.get("type"))
+
     def validate(self) -> None:
         from fokker.denoiser import VARIANCES
 

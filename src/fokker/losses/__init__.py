@@ -14,6 +14,8 @@ Thm. 1; Vincent 2011; Song & Ermon 2019, eq. 5), so switching between them keeps
 With lambda = sigma^2, DSM is 1/2 L_simple.
 - `VLBLoss`: a one-term estimate of the variational bound L_vlb; `HybridLoss`: L_simple + lambda L_vlb
   with the mean stopped in L_vlb, which trains a learned variance (Nichol & Dhariwal 2021, sec. 3.1).
+- `CrossEntropyLoss`: a noise-conditional classifier's -log p(y | x_t, t) (Dhariwal & Nichol 2021,
+  sec. 4.1); its `task` is "classifier", so it takes a `fokker.classifier.NoisyClassifier`, not a Denoiser.
 
 `LOSS_TYPES` maps each name to its class; `training_loss` builds one by name. The functions `simple_loss`,
 `dsm_loss`, ... are one-call spellings of the objects (options and draws as keywords).
@@ -30,6 +32,7 @@ from fokker.denoiser import Denoiser
 from fokker.errors import UserError
 from fokker.losses.base import Loss, SimpleLoss
 from fokker.losses.bound import HYBRID_WEIGHT, HybridLoss, VLBLoss
+from fokker.losses.classification import CrossEntropyLoss
 from fokker.losses.score_matching import (
     MAX_ISM_DIM,
     WEIGHTINGS,
@@ -47,6 +50,7 @@ __all__ = [
     "LOSS_TYPES",
     "MAX_ISM_DIM",
     "WEIGHTINGS",
+    "CrossEntropyLoss",
     "DSMLoss",
     "HybridLoss",
     "ISMLoss",
@@ -66,7 +70,7 @@ __all__ = [
 ]
 
 LOSS_TYPES: dict[str, type[Loss]] = {
-    cls.name: cls for cls in (SimpleLoss, DSMLoss, SSMLoss, ISMLoss, VLBLoss, HybridLoss)
+    cls.name: cls for cls in (SimpleLoss, DSMLoss, SSMLoss, ISMLoss, VLBLoss, HybridLoss, CrossEntropyLoss)
 }  # name -> class
 LOSSES = tuple(LOSS_TYPES)
 BOUND_LOSSES = tuple(name for name, cls in LOSS_TYPES.items() if cls.trains_variance)

@@ -40,6 +40,7 @@ class Loss:
 
     name: ClassVar[str]
     trains_variance: ClassVar[bool] = False  # has a term of the variational bound: trains a learned variance
+    task: ClassVar[str] = "denoiser"  # what it trains (fokker.nets.TASKS); its first argument is a model of it
 
     def __call__(
         self,

@@ -1,4 +1,6 @@
-"""Networks: they know nothing of processes; they map (x, noise level, labels) to an output."""
+"""Networks: they know nothing of processes; they map (x, noise level, labels) to an output. Each one's
+`task` says what that output is: "denoiser" (the prediction of a Denoiser: UNet, MLP) or "classifier"
+(the logits of p_t(y | x_t): EncoderClassifier, MLPClassifier)."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ from torch import nn
 
 from fokker.errors import UserError
 
+from .classifier import EncoderClassifier, MLPClassifier
 from .embedding import TimeEmbedding, sinusoidal_embedding
 from .mlp import MLP
 from .unet import UNet
@@ -16,14 +19,25 @@ from .unet import UNet
 __all__ = [
     "MLP",
     "NETWORKS",
+    "TASKS",
+    "EncoderClassifier",
+    "MLPClassifier",
     "TimeEmbedding",
     "UNet",
     "build_network",
     "count_parameters",
+    "network_class",
+    "network_task",
     "sinusoidal_embedding",
 ]
 
-NETWORKS: dict[str, type[nn.Module]] = {"unet": UNet, "mlp": MLP}
+NETWORKS: dict[str, type[nn.Module]] = {
+    "unet": UNet,
+    "mlp": MLP,
+    "unet_encoder": EncoderClassifier,
+    "mlp_classifier": MLPClassifier,
+}
+TASKS = ("denoiser", "classifier")  # what a network's output is (its class's `task`)
 _TUPLE_KEYS = {"channel_mult", "attention_resolutions"}
 
 
@@ -37,9 +51,7 @@ def build_network(config: dict[str, Any]) -> nn.Module:
         raise UserError(f"network config must be a dict, got {type(config).__name__}")
     kwargs = dict(config)
     kind = kwargs.pop("type", None)
-    if kind not in NETWORKS:
-        raise UserError(f"unknown network type {kind!r}; accepted: {', '.join(sorted(NETWORKS))}")
-    cls = NETWORKS[kind]
+    cls = network_class(kind)
     accepted = [p for p in inspect.signature(cls).parameters if p != "self"]
     unknown = sorted(set(kwargs) - set(accepted))
     if unknown:
@@ -55,6 +67,18 @@ def build_network(config: dict[str, Any]) -> nn.Module:
         return cls(**kwargs)
     except (TypeError, ValueError) as e:
         raise UserError(f"bad {kind!r} network config: {e}") from e
+
+
+def network_class(kind: str | None) -> type[nn.Module]:
+    """The network class of a type name; an unknown one is a UserError listing NETWORKS."""
+    if kind not in NETWORKS:
+        raise UserError(f"unknown network type {kind!r}; accepted: {', '.join(sorted(NETWORKS))}")
+    return NETWORKS[kind]
+
+
+def network_task(kind: str | None) -> str:
+    """What a network type outputs (one of TASKS): "denoiser" or "classifier"."""
+    return network_class(kind).task
 
 
 def _check_sizes(cls: type[nn.Module], kwargs: dict[str, Any]) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -17,6 +19,8 @@ class MLP(nn.Module):
     of every hidden layer: ``h <- SiLU(W_i h + b_i + P_i e)``. ``depth`` hidden layers of width
     ``hidden``; the output layer is zero-initialised, so the network outputs 0 at init.
     """
+
+    task: ClassVar[str] = "denoiser"  # its output is a Denoiser's prediction (fokker.nets.TASKS)
 
     def __init__(
         self,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -132,6 +133,54 @@ def level_resolutions(
     return sizes
 
 
+Block = Callable[[int, int, int], ResAttn]  # (in channels, out channels, resolution) -> a residual block
+
+
+def block_maker(
+    emb_dim: int, dropout: float, groups: int, num_heads: int, attention_resolutions: tuple[int, ...]
+) -> Block:
+    """The residual blocks of a U-Net: a ResBlock, followed by self-attention at the listed resolutions."""
+
+    def block(cin: int, cout: int, res: int) -> ResAttn:
+        attn: nn.Module = nn.Identity()
+        if res in attention_resolutions:
+            attn = AttentionBlock(cout, num_heads, groups, res)
+        return ResAttn(ResBlock(cin, cout, emb_dim, dropout, groups), attn)
+
+    return block
+
+
+def build_down(
+    block: Block, base: int, channel_mult: tuple[int, ...], n: int, sizes: list[int]
+) -> tuple[nn.ModuleList, int, list[int]]:
+    """The encoder, flat: ResAttn * n, Downsample, ... per level; returns it, its channels and those of its
+    skips (every output is one)."""
+    down = nn.ModuleList()
+    skips, ch = [base], base
+    for i, mult in enumerate(channel_mult):
+        for _ in range(n):
+            down.append(block(ch, base * mult, sizes[i]))
+            ch = base * mult
+            skips.append(ch)
+        if i < len(channel_mult) - 1:
+            down.append(Downsample(ch))
+            skips.append(ch)
+    return down, ch, skips
+
+
+def build_mid(block: Block, ch: int, size: int, emb_dim: int, dropout: float, groups: int) -> nn.ModuleList:
+    """The middle block at the deepest level: ResAttn (attention when `size` is listed), then a ResBlock."""
+    return nn.ModuleList([block(ch, ch, size), ResBlock(ch, ch, emb_dim, dropout, groups)])
+
+
+def encode(conv_in: nn.Module, down: nn.ModuleList, x: Tensor, emb: Tensor) -> list[Tensor]:
+    """The encoder's outputs, from conv_in's to the deepest level's (the U-Net's skips)."""
+    hs = [conv_in(x)]
+    for m in down:
+        hs.append(m(hs[-1], emb))
+    return hs
+
+
 class UNet(nn.Module):
     """Noise-conditional U-Net (Ho et al. 2020; Nichol & Dhariwal 2021) mapping (x, t, y) to an
     output of the same spatial size; the final conv is zero-initialised, so it outputs 0 at init.
@@ -142,6 +191,8 @@ class UNet(nn.Module):
     With ``num_classes`` set, labels ``y`` in ``[0, num_classes]`` are embedded (``num_classes``
     is the null class used when ``y`` is None) and added to the time embedding.
     """
+
+    task: ClassVar[str] = "denoiser"  # its output is a Denoiser's prediction (fokker.nets.TASKS)
 
     def __init__(
         self,
@@ -174,35 +225,12 @@ class UNet(nn.Module):
         emb_dim = 4 * base_channels
         self.time_embed = TimeEmbedding(base_channels, emb_dim, scale=time_scale)
         self.label_embed = None if num_classes is None else LabelEmbedding(num_classes, emb_dim)
-
-        def block(cin: int, cout: int, res: int) -> ResAttn:
-            attn: nn.Module = nn.Identity()
-            if res in attention_resolutions:
-                attn = AttentionBlock(cout, num_heads, groups, res)
-            return ResAttn(ResBlock(cin, cout, emb_dim, dropout, groups), attn)
-
+        block = block_maker(emb_dim, dropout, groups, num_heads, attention_resolutions)
         self.conv_in = nn.Conv2d(in_channels, base_channels, 3, padding=1)
-        ch, skips = self._build_down(block, base_channels, channel_mult, num_res_blocks, sizes)
-        self.mid = nn.ModuleList([block(ch, ch, sizes[-1]), ResBlock(ch, ch, emb_dim, dropout, groups)])
+        self.down, ch, skips = build_down(block, base_channels, channel_mult, num_res_blocks, sizes)
+        self.mid = build_mid(block, ch, sizes[-1], emb_dim, dropout, groups)
         ch = self._build_up(block, ch, skips, base_channels, channel_mult, num_res_blocks, sizes)
         self.out = nn.Sequential(_norm(ch, groups), nn.SiLU(), _zero(nn.Conv2d(ch, out_channels, 3, padding=1)))
-
-    def _build_down(
-        self, block: Callable, base: int, channel_mult: tuple[int, ...], n: int, sizes: list[int]
-    ) -> tuple[int, list[int]]:
-        """The encoder, flat: ResAttn * n, Downsample, ...; returns its channels and those of its skips
-        (every output is one)."""
-        self.down = nn.ModuleList()
-        skips, ch = [base], base
-        for i, mult in enumerate(channel_mult):
-            for _ in range(n):
-                self.down.append(block(ch, base * mult, sizes[i]))
-                ch = base * mult
-                skips.append(ch)
-            if i < len(channel_mult) - 1:
-                self.down.append(Downsample(ch))
-                skips.append(ch)
-        return ch, skips
 
     def _build_up(
         self,
@@ -229,9 +257,7 @@ class UNet(nn.Module):
         emb = embed_conditions(self.time_embed, self.label_embed, t, y, x)
         emb = F.silu(emb).to(x.dtype)
 
-        hs = [self.conv_in(x)]
-        for m in self.down:
-            hs.append(m(hs[-1], emb))
+        hs = encode(self.conv_in, self.down, x, emb)
         h = hs[-1]
         for m in self.mid:
             h = m(h, emb)

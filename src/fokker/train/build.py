@@ -13,6 +13,7 @@ from typing import IO
 import torch
 from accelerate import Accelerator
 
+from fokker.classifier import NoisyClassifier
 from fokker.config import RunConfig, TrainSection, as_run_config, read_run_config
 from fokker.data import Dataset, dataset_for
 from fokker.denoiser import Denoiser
@@ -20,9 +21,9 @@ from fokker.devices import make_accelerator
 from fokker.ema import EMA
 from fokker.errors import UserError
 from fokker.files import check_writable
-from fokker.labels import is_conditional
+from fokker.labels import uses_labels
 from fokker.losses import training_loss
-from fokker.model import build_model, denoiser_for, resolve_config
+from fokker.model import build_model, model_for, resolve_config
 from fokker.timesteps import LossAwareSampler
 from fokker.train.collective import run_lock
 from fokker.train.state import TrainState
@@ -35,7 +36,8 @@ RUN_WORK = ("latest", "model.safetensors")
 @dataclass
 class Run:
     """A training run, built: its resolved config, its folder (and lock), the Accelerator, the data (on the
-    device), the state being trained, the Denoiser around the prepared network and the loss."""
+    device), the state being trained, the model around the prepared network (the Denoiser; a classifier's
+    NoisyClassifier: fokker.model.model_for) that the loss takes, and the loss."""
 
     config: RunConfig
     out: Path
@@ -44,7 +46,7 @@ class Run:
     data: torch.Tensor
     labels: torch.Tensor | None
     state: TrainState
-    denoiser: Denoiser
+    denoiser: Denoiser | NoisyClassifier
     loss_fn: Callable
     lock: IO | None
     resumed: bool
@@ -91,10 +93,10 @@ def build_run(config: dict | RunConfig, out: Path, resume: bool, device: str, bu
     state.ema.model.to(acc.device)
     state.model, state.optimizer = acc.prepare(state.model, state.optimizer)
     data = dataset.data.to(acc.device)
-    labels = dataset.labels.to(acc.device) if is_conditional(config) else None
+    labels = dataset.labels.to(acc.device) if uses_labels(config) else None
     tc = config.train
     loss_fn = training_loss(tc.loss, tc.weighting, tc.loss_target, config.data.levels, tc.hybrid_weight)
-    denoiser = denoiser_for(state.model, config)
+    denoiser = model_for(state.model, config)
     return Run(config, out, acc, dataset, data, labels, state, denoiser, loss_fn, lock, resume)
 
 

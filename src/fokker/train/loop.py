@@ -15,7 +15,7 @@ from fokker.files import atomic_write_text, sign_lock
 from fokker.metrics_jsonl import trim_metrics
 from fokker.train.build import Run, build_run
 from fokker.train.collective import check_launcher, done, launcher_pid, leave_process_group, main_decides
-from fokker.train.pictures import Pictures, picture_due, trim_pictures
+from fokker.train.pictures import Pictures, picture_due, pictures_for
 from fokker.train.progress import Progress
 from fokker.train.step import train_step
 
@@ -54,9 +54,9 @@ def train(
 
 def _train(run: Run, progress: bool, log: Callable[[str], None] | None) -> TrainResult:
     s, acc, tc = run.state, run.acc, run.tc
+    pictures = pictures_for(run)
     if acc.is_main_process:
-        open_folder(run, log)
-    pictures = Pictures(run)
+        open_folder(run, pictures, log)
     clock = Progress(run, progress)
     s.model.train()
     if run.resumed and picture_due(s.step, tc) and pictures.missing():
@@ -78,7 +78,7 @@ def _train(run: Run, progress: bool, log: Callable[[str], None] | None) -> Train
     return TrainResult(run.out, s.step, s.elapsed, loss)
 
 
-def open_folder(run: Run, log: Callable[[str], None] | None) -> None:
+def open_folder(run: Run, pictures: Pictures, log: Callable[[str], None] | None) -> None:
     """Main process, past every check (a refused or failed start changes no file): sign the lock, remove
     what a kill left half-written, write config.yaml, drop the logs and pictures of steps after the one
     resumed from, repair `latest` and model.safetensors on resume, and say where training goes."""
@@ -86,7 +86,7 @@ def open_folder(run: Run, log: Callable[[str], None] | None) -> None:
     remove_temporaries(run.out)
     atomic_write_text(run.out / "config.yaml", to_yaml(run.config))
     trim_metrics(run.out / "metrics.jsonl", run.state.step)
-    trim_pictures(run.out, run.state.step)
+    pictures.trim()
     if run.resumed:
         run.state.repair(run.out, run.config)
     if log is not None:

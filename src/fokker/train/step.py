@@ -22,7 +22,7 @@ def train_step(run: Run) -> tuple[torch.Tensor, torch.Tensor]:
     """Advance `run.state` by one step; (the batch's loss, the gradient norm before clipping)."""
     s, acc, tc = run.state, run.acc, run.tc
     idx = torch.randint(0, len(run.data), (tc.batch_size,), generator=s.gen, device=acc.device)
-    kw = batch_kwargs(run.config, run.labels, idx, s.gen)  # the batch's labels, some dropped to the null class
+    kw = batch_kwargs(run.config, run.labels, idx, s.gen)  # the batch's labels (a conditional model drops some)
     with acc.autocast():
         loss = batch_loss(run, idx, kw)
     s.optimizer.zero_grad(set_to_none=True)

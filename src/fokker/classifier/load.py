@@ -1,0 +1,24 @@
+"""Loading a trained noise-conditional classifier: `load_classifier`, the counterpart of
+fokker.model.load_model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+from fokker.classifier.noisy import NoisyClassifier
+
+if TYPE_CHECKING:
+    from fokker.config import RunConfig
+
+
+def load_classifier(checkpoint: str | Path, device: torch.device | str = "cpu") -> tuple[NoisyClassifier, RunConfig]:
+    """(NoisyClassifier in eval mode, config) from a classifier's run folder or its exported .safetensors file;
+    the network needs no gradients, but its log_probs are differentiable with respect to x. A diffusion
+    model's run is a UserError (load it with fokker.model.load_model)."""
+    from fokker.model import classifier_for, load_network  # fokker.model builds NoisyClassifiers: imported here
+
+    network, config = load_network(checkpoint, "classifier", device)
+    return classifier_for(network, config), config
