@@ -83,8 +83,7 @@ def evaluate(
     options = options or {}
     grid = {k: v for k, v in (("steps", steps), ("spacing", spacing)) if v is not None}  # chosen explicitly
     denoiser, config = load_model(checkpoint, device)
-    samplers = samplers or [config.sample.sampler]
-    steps = steps or [config.sample.steps]
+    samplers, steps = samplers or [config.sample.sampler], steps or [config.sample.steps]
     spacing = spacing or config.sample.spacing
     check_request(denoiser, config, samplers, steps, spacing, options, grid)
     labels = class_labels(config, num) if guides else None
