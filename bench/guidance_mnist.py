@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> None:
         SECTION, "",
         f"Both diffusion models: the `mnist` preset, {args.minutes:g} minutes each on this machine (the conditional "
         f"one with `model.conditional=true`, label dropout 0.1); the classifier: `classifier-mnist`, "
-        f"{args.classifier_minutes:g} minutes. {args.num} samples per setting, 50 of each class, DDPM 100 steps, "
+        f"{args.classifier_minutes:g} minutes. {args.num} samples per setting, {args.num // 10} of each class, DDPM 100 steps, "
         "scored against the 4,500 training images in the features of fokker's MNIST classifier; label agreement "
         "is that classifier's label against the class asked for. The unguided unconditional model: domain FID "
         f"{unguided['fid']:.1f}.", "",
