@@ -20,14 +20,13 @@ Runs are kept in --runs (default runs/bench-guidance, shared with guidance_mnist
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
 
 import torch
 from _common import footer, invocation, load, machine, publish
-from guidance_mnist import trained
+from guidance_mnist import parser, trained
 
 from fokker.data import load_dataset
 from fokker.data.colour import HUES, colour_mnist_hues
@@ -145,16 +144,12 @@ def colorization(args, runs: Path) -> tuple[list[str], float, dict]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--runs", type=Path, default=Path("runs/bench-guidance"))
-    p.add_argument("--minutes", type=float, default=15.0, help="budget of the unconditional mnist model")
+    p = parser(__doc__, "budget of the unconditional mnist model", "test digits (the first N of the 500)")
     p.add_argument("--colour-minutes", type=float, default=10.0, help="budget of the colour-mnist model")
-    p.add_argument("--num", type=int, default=500, help="test digits (the first N of the 500, 50 per class)")
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--jump", type=int, default=5)
     p.add_argument("--resample", type=int, default=5)
     p.add_argument("--batch", type=int, default=250)
-    p.add_argument("--write", action="store_true", help="write the section into docs/benchmarks.md")
     args = p.parse_args(argv)
     torch.set_num_threads(2)
     command, date = invocation("controllable_mnist.py")
@@ -165,9 +160,9 @@ def main(argv: list[str] | None = None) -> None:
     text = "\n".join([
         SECTION, "",
         f"**Inpainting.** The unconditional `mnist` preset trained {args.minutes:g} minutes (the run of the guidance "
-        f"benchmark) completes the first {args.num} test digits (50 per class) with the right half missing, DDPM on "
-        f"{args.steps} steps, one completion each; fokker's MNIST metrics classifier (the one behind domain FID) "
-        "labels them.", "",
+        f"benchmark) completes the first {args.num} test digits (of 500, 50 per class) with the right half "
+        f"missing, DDPM on {args.steps} steps, one completion each; fokker's MNIST metrics classifier "
+        "(the one behind domain FID) labels them.", "",
         "| input | NFE | classified as the true digit | seconds per digit |", "|---|---:|---:|---:|", *inpaint_rows, "",
         f"Goal: RePaint's completions classified as the true digit in >= 80% and more often than replacement's: "
         f"RePaint {right['repaint']:.3f}, replacement {right['replace']:.3f}.", "",

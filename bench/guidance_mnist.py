@@ -55,13 +55,20 @@ def rows(record: dict, scale: str) -> list[str]:
     return out
 
 
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--runs", type=Path, default=Path("runs/bench-guidance"))
-    p.add_argument("--minutes", type=float, default=15.0, help="budget of each diffusion model")
-    p.add_argument("--classifier-minutes", type=float, default=5.0)
-    p.add_argument("--num", type=int, default=500)
+def parser(doc: str, minutes: str, num: str) -> argparse.ArgumentParser:
+    """The options the MNIST guidance benchmarks share: where the runs are, the diffusion models' budget, how
+    many samples or test digits, and --write."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--runs", type=Path, default=Path("runs/bench-guidance"), help="kept runs, reused")
+    p.add_argument("--minutes", type=float, default=15.0, help=minutes)
+    p.add_argument("--num", type=int, default=500, help=num)
     p.add_argument("--write", action="store_true", help="write the section into docs/benchmarks.md")
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = parser(__doc__, "budget of each diffusion model", "samples per setting")
+    p.add_argument("--classifier-minutes", type=float, default=5.0)
     args = p.parse_args(argv)
     torch.set_num_threads(2)
     command, date = invocation("guidance_mnist.py")
@@ -84,7 +91,8 @@ def main(argv: list[str] | None = None) -> None:
         SECTION, "",
         f"Both diffusion models: the `mnist` preset, {args.minutes:g} minutes each on this machine (the conditional "
         f"one with `model.conditional=true`, label dropout 0.1); the classifier: `classifier-mnist`, "
-        f"{args.classifier_minutes:g} minutes. {args.num} samples per setting, {args.num // 10} of each class, DDPM 100 steps, "
+        f"{args.classifier_minutes:g} minutes. {args.num} samples per setting, {args.num // 10} of each class, "
+        "DDPM 100 steps, "
         "scored against the 4,500 training images in the features of fokker's MNIST classifier; label agreement "
         "is that classifier's label against the class asked for. The unguided unconditional model: domain FID "
         f"{unguided['fid']:.1f}.", "",
