@@ -3,8 +3,8 @@ digit the right digit, is the colorized digit the right colour.
 
 - Inpainting: the unconditional `mnist` preset of bench/guidance_mnist.py (15 minutes; trained here if that run
   is missing) completes the 500 test digits (50 per class) with the right half masked, by replacement and by
-  RePaint (DDPM on 50 steps); fokker's MNIST metrics classifier labels the completions. Baselines: the same
-  classifier on the whole digits, and on the left halves alone (the right half blank).
+  RePaint (DDPM on 100 steps, jump 10, resample 10); fokker's MNIST metrics classifier labels the completions.
+  Baselines: the same classifier on the whole digits, and on the left halves alone (the right half blank).
 - Colorization: the `colour-mnist` preset (10 minutes) colours the grey levels of the 500 tinted test digits.
   The hue of an image is the hue of its mean RGB over the stroke pixels (largest channel above the middle);
   for a tinted digit that is its palette hue (within the rounding to 8 bits, under 1 degree). Score: the mean
@@ -12,7 +12,7 @@ digit the right digit, is the colorized digit the right colour.
   one; the baseline, a palette hue drawn at random, has a mean error of exactly 90 degrees
   (8 hues 45 degrees apart) and 1/8 right.
 
-Run by hand on an idle machine, about 40 minutes:
+Run by hand on an idle machine, about 30 minutes (45 without guidance_mnist.py's unconditional run):
 
     python bench/controllable_mnist.py --write
 
@@ -33,6 +33,7 @@ from fokker.data.colour import HUES, colour_mnist_hues
 from fokker.inpaint import colorize, complete_seeded, inpaint, make_mask
 from fokker.metrics.classifier import load_classifier
 from fokker.model import load_model
+from fokker.samplers import sample_seeded
 from fokker.viz import image_grid
 
 SECTION = "## Inpainting and colorization on MNIST"
@@ -57,6 +58,17 @@ def circular_error(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """|a - b| in degrees on the circle, in [0, 180]."""
     d = (a - b).abs() % 360
     return torch.minimum(d, 360 - d)
+
+
+def fits_grey(images: torch.Tensor) -> torch.Tensor:
+    """Whether each image's nearest palette hue has the mean colour that its grey level shows: the brightest
+    grey pixel of a digit tinted with colour c is about max(intensity) * mean(c), and the 8 palette colours
+    have 5 distinct means (1/3 to 2/3), so the grey level tells a hue apart up to pairs like 90 and 270."""
+    means = torch.from_numpy(HUES).mean(1)  # (8,)
+    peak = ((images.double().clamp(-1, 1) + 1) / 2).mean(1).amax((1, 2))
+    shown = means[(peak[:, None] - means[None, :]).abs().argmin(1)]
+    nearest = circular_error(hue_degrees(images)[:, None], PALETTE_DEGREES[None, :]).argmin(1)
+    return (means[nearest] - shown).abs() < 1e-9
 
 
 def posterior_draw_scores(images: torch.Tensor, hues: torch.Tensor) -> tuple[float, float]:
@@ -113,7 +125,9 @@ def inpainting(args, runs: Path) -> tuple[list[str], float, dict]:
 
 def colorization(args, runs: Path) -> tuple[list[str], float, dict]:
     """Table rows of the colorization benchmark, the minutes it took, and {"floor": the largest hue error
-    (degrees) of `hue_degrees` on the tinted digits themselves, "best": the exact posterior's mean error}."""
+    (degrees) of `hue_degrees` on the tinted digits themselves, "best": the exact posterior's mean error,
+    "chance" / "own": the fraction that fits the grey level at random / of the model's own samples, and each
+    scheme's mean hue error}."""
     start = time.time()
     run = trained(runs, "colour", "colour-mnist", args.colour_minutes, [])
     denoiser, _ = load_model(run)
@@ -123,32 +137,39 @@ def colorization(args, runs: Path) -> tuple[list[str], float, dict]:
     if oracle.max() > 1.0:
         raise RuntimeError(f"the hue of a tinted digit is not its palette hue (off by {oracle.max():.2g} degrees)")
     best_error, best_right = posterior_draw_scores(images, hues)
-    out = ["| a palette hue at random (baseline) | - | 90.0 | 0.125 | - |",
+    chance = float(sum(n * n for n in torch.from_numpy(HUES).mean(1).unique(return_counts=True)[1])) / len(HUES) ** 2
+    free, _ = sample_seeded(denoiser, "ddpm", args.steps, tuple(images.shape[1:]), args.num, batch_size=args.batch)
+    stats = {"floor": float(oracle.max()), "best": best_error, "chance": chance,
+             "own": float(fits_grey(free).double().mean())}  # fmt: skip
+    out = [f"| a palette hue at random (baseline) | - | 90.0 | 0.125 | {chance:.3f} | - |",
            f"| a draw from the exact posterior given the grey image (the best) | - | {best_error:.1f} | "
-           f"{best_right:.3f} | - |"]  # fmt: skip
+           f"{best_right:.3f} | {float(fits_grey(images).double().mean()):.3f} | - |",
+           f"| the model's own samples, no grey image given | - | - | - | "
+           f"{stats['own']:.3f} | - |"]  # fmt: skip
     shown = [images[:8].mean(1, keepdim=True).expand(-1, 3, -1, -1)]
     for scheme, extra in (("replace", {}), ("repaint", {"jump": args.jump, "resample": args.resample})):
         x, info, seconds = completions(denoiser, images, colorize, args.batch, steps=args.steps, scheme=scheme, **extra)
         hue = hue_degrees(x)
         nearest = circular_error(hue[:, None], PALETTE_DEGREES[None, :]).argmin(1) * 360 / len(HUES)
         error = circular_error(hue, hues)
+        stats[scheme] = float(error.mean())
         name = "replacement" if scheme == "replace" else f"RePaint (jump {args.jump}, resample {args.resample})"
         out.append(
             f"| {name} | {info['nfe']} | {float(error.mean()):.1f} | {float((nearest == hues).double().mean()):.3f} "
-            f"| {seconds / len(x):.2f} |"
+            f"| {float(fits_grey(x).double().mean()):.3f} | {seconds / len(x):.2f} |"
         )
         shown.append(x[:8])
     shown.append(images[:8])
     image_grid(torch.cat(shown), nrow=8).save(IMG / "colorize_mnist.png")
-    return out, (time.time() - start) / 60, {"floor": float(oracle.max()), "best": best_error}
+    return out, (time.time() - start) / 60, stats
 
 
 def main(argv: list[str] | None = None) -> None:
     p = parser(__doc__, "budget of the unconditional mnist model", "test digits (the first N of the 500)")
     p.add_argument("--colour-minutes", type=float, default=10.0, help="budget of the colour-mnist model")
-    p.add_argument("--steps", type=int, default=50)
-    p.add_argument("--jump", type=int, default=5)
-    p.add_argument("--resample", type=int, default=5)
+    p.add_argument("--steps", type=int, default=100)
+    p.add_argument("--jump", type=int, default=10)
+    p.add_argument("--resample", type=int, default=10)
     p.add_argument("--batch", type=int, default=250)
     args = p.parse_args(argv)
     torch.set_num_threads(2)
@@ -171,10 +192,15 @@ def main(argv: list[str] | None = None) -> None:
         f"of the first {args.num} tinted test digits (8 hues 45 degrees apart), DDPM on {args.steps} steps. An "
         "image's hue: the hue of its mean RGB over the stroke pixels, the palette hue for a tinted digit (within "
         f"{hue['floor']:.2f} degrees).", "",
-        "| method | NFE | mean hue error (degrees) | nearest palette hue right | seconds per digit |",
-        "|---|---:|---:|---:|---:|", *colour_rows, "",
-        f"Goal: a mean hue error well below the random palette hue's 90 degrees, towards the {hue['best']:.1f} of "
-        "the exact posterior; the table's rows say how far.", "",
+        "| method | NFE | mean hue error (degrees) | nearest palette hue right | hue fits the grey level | "
+        "seconds per digit |", "|---|---:|---:|---:|---:|---:|", *colour_rows, "",
+        "'Hue fits the grey level': the nearest palette hue has the mean colour that the brightest grey pixel "
+        "shows (the 8 colours have 5 distinct means, so a fitting hue is right or its twin of equal mean); a "
+        "model that has learned how brightness and hue go together fits on its own samples too.", "",
+        f"Goal: a mean hue error below the random palette hue's 90 degrees, towards the exact posterior's "
+        f"{hue['best']:.1f}: replacement {hue['replace']:.1f}, RePaint {hue['repaint']:.1f}. How far a colorizer "
+        "can get depends on whether the model has learned how a digit's brightness goes with its hue: its own "
+        f"samples fit their grey level in {hue['own']:.3f} (at random {hue['chance']:.3f}, the data 1.000).", "",
         "![grey input, replacement, RePaint, originals](img/colorize_mnist.png)", "",
         *footer(command, date, machine(), f"{before} before the run, {load()} after"),
     ])  # fmt: skip
