@@ -66,11 +66,20 @@ def one_error_line(r: subprocess.CompletedProcess, command: str) -> str:
     return lines[0]
 
 
+def interactive_sigint() -> None:
+    """Ctrl-C as at a terminal: a shell without job control starts background commands (`make test &`,
+    nohup) with SIGINT ignored, which the child would inherit, and Python then raises no KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start(*args: str, cwd: Path) -> subprocess.Popen:
-    """`fokker ARGS` in the background."""
+    """`fokker ARGS` in the background, taking Ctrl-C as at a terminal."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "fokker", *args, "--no-progress"]
-    return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=interactive_sigint,
+    )  # fmt: skip
 
 
 def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 90) -> None:
