@@ -113,8 +113,9 @@ def test_classifier_guidance_steers_an_unconditional_model(runs):
     x = torch.from_numpy(np.load(runs / "c.npz")["samples"])
     assert (nearest_centre(x) == 5).to(torch.float64).mean() > 0.8
     ddpm = fokker(
-        "sample", "--checkpoint", "plain", "--classifier", "clf", "--classifier-form", "mean", "--class", "5", "--classifier-scale", "2",
-        "--sampler", "ddpm", "--steps", "100", "--num", "200", "--no-progress", "--out", "m.png", cwd=runs,
+        "sample", "--checkpoint", "plain", "--classifier", "clf", "--classifier-form", "mean", "--class", "5",
+        "--classifier-scale", "2", "--sampler", "ddpm", "--steps", "100", "--num", "200", "--no-progress",
+        "--out", "m.png", cwd=runs,
     )  # fmt: skip
     assert ddpm.returncode == 0, ddpm.stderr
     x = torch.from_numpy(np.load(runs / "m.npz")["samples"])

@@ -72,6 +72,16 @@ class GaussianTarget:
         z, var = self._noised(x, alpha, sigma)
         return (self.mean + (alpha * self.eigvals * z / var) @ self.eigvecs.T).to(x.dtype)
 
+    def flow(self, x: torch.Tensor, t: float, s: float, process: Process) -> torch.Tensor:
+        """The probability-flow ODE (Song et al. 2021, eq. 13) solved exactly from x_t = x to time s: for
+        Gaussian data each eigen-direction of x - alpha mu scales by the ratio of the marginal stds,
+        sqrt(alpha_s^2 lambda + sigma_s^2) / sqrt(alpha_t^2 lambda + sigma_t^2)."""
+        a_t, s_t = _coefs(process, t, x.to(F64))
+        a_s, s_s = _coefs(process, s, x.to(F64))
+        z, var_t = self._noised(x, a_t, s_t)
+        var_s = a_s**2 * self.eigvals + s_s**2
+        return (a_s * self.mean + (z * (var_s / var_t).sqrt()) @ self.eigvecs.T).to(x.dtype)
+
 
 class GaussianMixture:
     """sum_k w_k N(mu_k, s_k^2 I): isotropic components, exact noised responsibilities."""

@@ -1,0 +1,168 @@
+"""The loop shared by the multistep exponential integrators (DPM-Solver++, UniPC, DEIS).
+
+Every Gaussian process x_t = alpha x_0 + sigma eps has the probability-flow ODE (Song et al. 2021, eq. 13)
+in two exactly integrable forms, with lambda = log(alpha / sigma) (half the log-SNR) and rho = sigma / alpha:
+
+    d(x / sigma) = e^lambda x0_hat dlambda          (the data form: DPM-Solver++, UniPC; Lu et al. 2022, eq. 9)
+    d(x / alpha) = eps_hat drho                     (the noise form: DEIS; Zhang & Chen 2023, eq. 11)
+
+A multistep method approximates x0_hat (or eps_hat) by a polynomial through its last evaluations, so one step
+t_k -> t_k+1 is linear in them with coefficients that depend on the grid alone:
+
+    x_k+1 = A_k x_k + sum_j P_kj D_k-j + std_k z,        D = x0_hat (data form) or eps_hat (noise form)
+
+The coefficients are computed for the whole grid before the loop, in float64, by the method's `plan`. A
+corrector (UniC, Zhao et al. 2023) re-estimates x_k+1 from the evaluation at the predicted x_k+1 before the next
+step, x_k+1 = A_k x_k + sum_j C_kj M_k+1-j (M: x0_hat, the new evaluation first), at no extra NFE.
+
+Shared by every method: step k's order is min(order, k + 1, steps - k) (a warm start and lower-order final
+steps, as diffusers' lower_order_final), and a step that lands on t = 0 returns x0_hat at t_k with no noise (the
+final step to the data, as DDPM and DDIM do). A grid that ends above 0 ends on the state at its last time."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
+
+import torch
+from tqdm.auto import tqdm
+
+from fokker.denoiser import Denoiser, linear_coefficients
+from fokker.noise import randn
+from fokker.samplers.registry import SamplerCall
+from fokker.samplers.steps import conditionings
+
+BASES = ("x0", "eps")
+
+
+class Grid(NamedTuple):
+    """The grid's times and, at each, alpha, sigma, lambda = log(alpha / sigma) and rho = sigma / alpha, as
+    python floats (lambda = inf and rho = 0 where sigma = 0)."""
+
+    t: list[float]
+    alpha: list[float]
+    sigma: list[float]
+    lam: list[float]
+    rho: list[float]
+
+
+def grid_of(denoiser: Denoiser, times: torch.Tensor) -> Grid:
+    """The Grid of `times` on the denoiser's process (float64)."""
+    process = denoiser.process
+    alpha, sigma = process.alpha(times), process.sigma(times)
+    lam = torch.where(sigma > 0, torch.log(alpha) - torch.log(sigma), math.inf)
+    return Grid(times.tolist(), alpha.tolist(), sigma.tolist(), lam.tolist(), (sigma / alpha).tolist())
+
+
+class Update(NamedTuple):
+    """x_new = a x + sum_j weights[j] D_j + std z, D_0 the newest evaluation in `basis`, D_1 the one before...;
+    x is the step's own start x_k, or with `from_previous` the state x_k-1 before it (a singlestep method's
+    second stage, which restarts from the state its first stage left)."""
+
+    a: float
+    weights: tuple[float, ...]
+    std: float = 0.0
+    basis: str = "x0"
+    from_previous: bool = False
+
+
+# (grid, k, order) -> the Update of step k at that order (k's earlier evaluations are at times t_k, t_k-1, ...)
+Predictor = Callable[[Grid, int, int], Update]
+# (grid, k, order) -> the Update that corrects x_k+1 from x_k and [x0_hat(x_k+1 predicted), x0_hat_k, ...]
+Corrector = Callable[[Grid, int, int], Update]
+
+
+def step_orders(steps: int, order: int, lands_on_zero: bool) -> list[int]:
+    """The order of each step: min(order, k + 1, steps - k); 0 for the step onto t = 0 (it returns x0_hat)."""
+    orders = [min(order, k + 1, steps - k) for k in range(steps)]
+    if lands_on_zero:
+        orders[-1] = 0
+    return orders
+
+
+class _Evaluator:
+    """One network evaluation at grid time k, as x0_hat and/or eps_hat (the bases a method needs), each
+    formed from the raw output by coefficients computed before the loop (`linear_coefficients`); through
+    `predict_full` when the model clips x0_hat."""
+
+    def __init__(self, denoiser: Denoiser, x: torch.Tensor, times: torch.Tensor, grid: Grid, bases: set[str]):
+        self.denoiser, self.bases, self.grid = denoiser, bases, grid
+        self.conds = conditionings(denoiser, times, x)
+        alpha, sigma = denoiser.process.alpha(times), denoiser.process.sigma(times)
+        table = [c.tolist() if isinstance(c, torch.Tensor) else [c] * len(times) for c in
+                 linear_coefficients(alpha, sigma, denoiser.prediction)]  # fmt: skip
+        pairs = [list(zip(a, b, strict=True)) for a, b in (table[:2], table[2:])]
+        self.folds = dict(zip(BASES, pairs, strict=True))
+
+    def __call__(self, x: torch.Tensor, k: int, model_kwargs: dict) -> dict[str, torch.Tensor]:
+        d, g = self.denoiser, self.grid
+        if d.clip is not None:
+            kw = {"alpha": g.alpha[k], "sigma": g.sigma[k], "cond": self.conds[k]}
+            x0, eps, _ = d.predict_full(x, g.t[k], **kw, **model_kwargs)
+            return {"x0": x0, "eps": eps}
+        out = d.raw_and_variance(x, g.t[k], self.conds[k], **model_kwargs)[0]
+        values = {}
+        for basis in self.bases:
+            fx, fo = self.folds[basis][k]
+            same = fx == 0 and fo == 1  # the network predicts this basis itself
+            values[basis] = out if same else torch.add(x * fx, out, alpha=fo)
+        return values
+
+
+def _combine(update: Update, x: torch.Tensor, history: Sequence[torch.Tensor]) -> torch.Tensor:
+    """a x + sum_j weights[j] history[j]."""
+    out = x * update.a
+    for w, h in zip(update.weights, history, strict=False):
+        out.add_(h, alpha=w)
+    return out
+
+
+@torch.no_grad()
+def run_multistep(
+    denoiser: Denoiser,
+    x: torch.Tensor,
+    times: torch.Tensor,
+    call: SamplerCall,
+    predictor: Predictor,
+    order: int,
+    corrector: Corrector | None = None,
+) -> tuple[torch.Tensor, dict]:
+    """The multistep loop of the module docstring: each step evaluates the model at (x_k, t_k) once; with a
+    corrector, that evaluation first corrects x_k (from x_k-1 and the history) and is kept as step k's own.
+    call.constraint(x, s) follows each predicted and each corrected state at s > 0; callback(k, x, x0_hat)
+    ends each step. Returns (x, {"nfe", "steps"})."""
+    grid, steps = grid_of(denoiser, times), len(times) - 1
+    lands_on_zero = bool(times[-1] == 0)
+    orders = step_orders(steps, order, lands_on_zero)
+    predictions = [predictor(grid, k, p) if p > 0 else None for k, p in enumerate(orders)]
+    last_corrected = steps - 2 if lands_on_zero else steps - 1  # the state x0_hat replaces needs no correction
+    corrections = [corrector(grid, k, p) if corrector is not None and k < last_corrected else None
+                   for k, p in enumerate(orders)]  # fmt: skip
+    bases = {"x0"} | {u.basis for u in predictions if u is not None}
+    evaluate = _Evaluator(denoiser, x, times, grid, bases)
+    history: dict[str, list[torch.Tensor]] = {b: [] for b in bases}
+    keep = max(order, 1) + 1
+    nfe0, x_prev = denoiser.nfe, None
+    for k in tqdm(range(steps), leave=False, disable=not call.progress):
+        values = evaluate(x, k, call.model_kwargs)
+        if k > 0 and corrections[k - 1] is not None:
+            x = _combine(corrections[k - 1], x_prev, [values["x0"], *history["x0"]])
+            if call.constraint is not None:
+                x = call.constraint(x, grid.t[k])
+        for basis in bases:
+            history[basis].insert(0, values[basis])
+            del history[basis][keep:]
+        update = predictions[k]
+        if update is None:  # the step onto t = 0: the data, x0_hat
+            x_prev, x = x, values["x0"]
+        else:
+            start = x_prev if update.from_previous else x
+            x_prev, x = x, _combine(update, start, history[update.basis])
+            if update.std > 0:
+                x.add_(randn(x.shape, call.generator, device=x.device, dtype=x.dtype), alpha=update.std)
+            if call.constraint is not None and grid.t[k + 1] > 0:
+                x = call.constraint(x, grid.t[k + 1])
+        if call.callback is not None:
+            call.callback(k, x, values["x0"])
+    return x, {"nfe": denoiser.nfe - nfe0, "steps": steps}
