@@ -10,6 +10,7 @@ from tqdm.auto import tqdm
 from fokker.denoiser import Denoiser
 from fokker.noise import Generators, randn, seed_for, seeded_batches
 from fokker.samplers import ddpm as _ddpm  # noqa: F401  (registers "ddpm" and "ddim")
+from fokker.samplers import edm as _edm  # noqa: F401  (registers "edm_heun" and "edm")
 from fokker.samplers import ode as _ode  # noqa: F401  (registers "ode")
 from fokker.samplers import sde as _sde  # noqa: F401  (registers "euler_maruyama" and "pc")
 from fokker.samplers.grid import SPACINGS, time_grid
