@@ -11,7 +11,7 @@ import math
 
 import torch
 
-from fokker.denoiser import Denoiser
+from fokker.denoiser import Denoiser, from_x0_eps
 from fokker.processes import Process
 from fokker.schedules import F64
 
@@ -137,13 +137,21 @@ class GaussianMixture:
         return self._components(x, one, zero)[2].argmax(-1)
 
 
-def exact_denoiser(target: GaussianTarget | GaussianMixture, process: Process, **kwargs) -> Denoiser:
-    """A Denoiser whose fn returns the exact eps = -sigma(t) grad log p_t(x) of `target`."""
+def exact_denoiser(
+    target: GaussianTarget | GaussianMixture, process: Process, prediction: str = "eps", **kwargs
+) -> Denoiser:
+    """A Denoiser whose fn returns the exact eps = -sigma(t) grad log p_t(x) of `target`, or the exact x0, v or
+    score of the same model for another `prediction` (fokker.denoiser.from_x0_eps; fn gets the time t)."""
 
     def eps(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         return -_coefs(process, t, x)[1] * target.score(x, t, process)
 
-    return Denoiser(eps, process, prediction="eps", **kwargs)
+    def other(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        alpha, sigma = _coefs(process, t, x)
+        e = eps(x, t)
+        return from_x0_eps((x - sigma * e) / alpha, e, alpha, sigma, prediction)
+
+    return Denoiser(eps if prediction == "eps" else other, process, prediction=prediction, **kwargs)
 
 
 def class_denoiser(mixture: GaussianMixture, process: Process, **kwargs) -> Denoiser:

@@ -27,6 +27,10 @@ SAMPLER_FLAGS: dict[str, tuple[type, str]] = {
     "atol": (float, "ode with --method dopri5: absolute tolerance (default: 1e-5)"),
     "epsilon": (float, "annealed_langevin: NCSN's step size epsilon (default: 0.2 sigma_min^2 of the ladder)"),
     "steps_per_level": (int, "annealed_langevin: Langevin updates per noise level (default: 100)"),
+    "s_churn": (float, "edm: the churn S_churn of Karras et al. (default: 0, no noise: edm_heun)"),
+    "s_tmin": (float, "edm with --s-churn > 0: churn only where sigma / alpha >= S_tmin (default: 0)"),
+    "s_tmax": (float, "edm with --s-churn > 0: churn only where sigma / alpha <= S_tmax (default: inf)"),
+    "s_noise": (float, "edm with --s-churn > 0: the churn noise's scale S_noise (default: 1)"),
     "denoise": (bool, "euler_maruyama, pc, ode, annealed_langevin: end on Tweedie's x0_hat (default: yes)"),
 }
 

@@ -12,6 +12,7 @@ from fokker.noise import Generators, randn, seed_for, seeded_batches
 from fokker.samplers import ddpm as _ddpm  # noqa: F401  (registers "ddpm" and "ddim")
 from fokker.samplers import deis as _deis  # noqa: F401  (registers "deis")
 from fokker.samplers import dpm_solver as _dpm_solver  # noqa: F401  (registers "dpmpp_2m", "dpmpp_3m", ...)
+from fokker.samplers import edm as _edm  # noqa: F401  (registers "edm_heun" and "edm")
 from fokker.samplers import ode as _ode  # noqa: F401  (registers "ode")
 from fokker.samplers import sde as _sde  # noqa: F401  (registers "euler_maruyama" and "pc")
 from fokker.samplers import unipc as _unipc  # noqa: F401  (registers "unipc")
