@@ -19,7 +19,12 @@ SAMPLER_FLAGS: dict[str, tuple[type, str]] = {
         "ddpm, and pc with --predictor ancestral: beta_tilde, beta or learned (default: learned if the model has it)",
     ),
     "predictor": (str, "pc: reverse_diffusion (default), euler_maruyama or ancestral"),
-    "corrector": (str, "pc: langevin (default) or none"),
+    "corrector": (
+        str,
+        "pc: langevin (default) or none; unipc: unic (default) or none; dpmpp_2m, dpmpp_3m, deis: none (default) or unic",
+    ),
+    "order": (int, "unipc: its order, 1 to 3 (default: 2); deis: 1 to 4 (default: 3)"),
+    "b_h": (str, "the unic corrector and unipc's predictor: bh1 or bh2 (default: bh2), UniPC's B(h)"),
     "snr": (float, "pc with the langevin corrector: its signal-to-noise ratio (default: 0.16)"),
     "corrector_steps": (int, "pc with the langevin corrector: its updates per step (default: 1)"),
     "method": (str, "ode: euler, heun (default) or dopri5 (adaptive: picks its own steps; no --steps / --spacing)"),
