@@ -158,6 +158,113 @@ def loops(shape: tuple[int, ...], steps: int, model_kind: str) -> tuple[dict[str
     return fns, {"x_T": x_T, "model": model}
 
 
+# fokker's new solvers and the diffusers scheduler that implements the same method, with its arguments beyond
+# the betas (None: no counterpart)
+TRAILING = {"timestep_spacing": "trailing"}
+SOLVERS: dict[str, tuple[dict, tuple[str, dict] | None]] = {
+    "dpmpp_2m": ({}, ("DPMSolverMultistepScheduler", {"solver_order": 2, **TRAILING})),
+    "dpmpp_3m": ({}, ("DPMSolverMultistepScheduler", {"solver_order": 3, **TRAILING})),
+    "dpmpp_2s": ({}, ("DPMSolverSinglestepScheduler", {"solver_order": 2})),
+    "dpmpp_2m_sde": ({}, ("DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++", **TRAILING})),
+    "unipc": ({}, ("UniPCMultistepScheduler", dict(TRAILING))),
+    "deis": ({}, ("DEISMultistepScheduler", {"solver_order": 3, **TRAILING})),
+    "edm_heun": ({}, ("HeunDiscreteScheduler", dict(TRAILING))),
+    "edm": ({"s_churn": 10.0}, None),
+}
+
+
+def peer_label(spec: tuple[str, dict]) -> str:
+    name, kwargs = spec
+    return name + "(" + ", ".join(f"{k}={v!r}" for k, v in kwargs.items() if k != "timestep_spacing") + ")"
+
+
+def peer_scheduler(spec: tuple[str, dict]):
+    """The diffusers scheduler of `spec` on the same linear betas."""
+    import diffusers
+
+    name, kwargs = spec
+    common = {"num_train_timesteps": T, "beta_start": BETA_START, "beta_end": BETA_END, "beta_schedule": "linear"}
+    return getattr(diffusers, name)(**common, **kwargs)
+
+
+def solver_loops(shape: tuple[int, ...], steps: int, model_kind: str) -> dict[str, tuple[Callable, int]]:
+    """Per solver: (whole sampling loop, its NFE) for fokker's sampler with the grid precomputed and for its
+    diffusers counterpart with set_timesteps done beforehand, on the same trivial model. The NFE is counted
+    in one untimed run with a counting model."""
+    x_T = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+    model = make_model(model_kind, shape)
+    process = fokker.VP(T=T)
+
+    def fokker_loop(name: str, options: dict) -> Callable[[Callable], Callable]:
+        fn = fokker.samplers.get_sampler(name)
+        times = fokker.time_grid(process, steps, "karras" if name.startswith("edm") else "uniform")
+
+        def make(m: Callable) -> Callable:
+            den = fokker.Denoiser(m, process, prediction="eps")
+            return lambda: fn(den, x_T, times, generator=torch.Generator().manual_seed(0), **options)[0]
+
+        return make
+
+    def peer_loop(spec: tuple[str, dict]) -> Callable[[Callable], Callable]:
+        sched = peer_scheduler(spec)
+        sched.set_timesteps(steps)
+
+        def make(m: Callable) -> Callable:
+            def loop():
+                with torch.no_grad():
+                    sched.set_timesteps(steps)  # resets the scheduler's state; timed alone and subtracted
+                    x = x_T * sched.init_noise_sigma
+                    for t in sched.timesteps:
+                        x = sched.step(m(sched.scale_model_input(x, t), t), t, x).prev_sample
+                return x
+
+            return loop
+
+        return make
+
+    def reset_only(spec: tuple[str, dict]) -> Callable:
+        sched = peer_scheduler(spec)
+        return lambda: sched.set_timesteps(steps)
+
+    makers = {}
+    for name, (options, spec) in SOLVERS.items():
+        makers[f"fokker {name}"] = fokker_loop(name, options)
+        if spec is not None:
+            makers[f"diffusers {peer_label(spec)}"] = peer_loop(spec)
+    out = {f"set_timesteps {peer_label(spec)}": (reset_only(spec), 1) for _, spec in SOLVERS.values() if spec}
+    for label, make in makers.items():
+        calls = [0]
+
+        def counting(x, t, calls=calls):
+            calls[0] += 1
+            return model(x, t)
+
+        make(counting)()
+        out[label] = (make(model), calls[0])
+    return out
+
+
+def solver_rows(shape: tuple[int, ...], args, bare_us: float, model_us_per_call: float) -> list[dict]:
+    """Overhead per network evaluation of every solver and its diffusers counterpart, and the ratios to the
+    bare DDIM arithmetic and to the counterpart."""
+    loops_ = solver_loops(shape, args.steps, args.model)
+    raw = measure({label: fn for label, (fn, _) in loops_.items()}, args.repeats, args.warmup)
+    per = {}
+    for label, (_, nfe) in loops_.items():
+        if label.startswith("diffusers "):
+            reset = statistics.median(raw["set_timesteps " + label[len("diffusers ") :]])
+            per[label] = ((statistics.median(raw[label]) - reset) * 1e6 - model_us_per_call * nfe) / nfe
+        elif label.startswith("fokker "):
+            per[label] = (statistics.median(raw[label]) * 1e6 - model_us_per_call * nfe) / nfe
+    rows = []
+    for name, (_, spec) in SOLVERS.items():
+        ours = per[f"fokker {name}"]
+        peer = per[f"diffusers {peer_label(spec)}"] if spec else None
+        rows.append({"shape": shape, "name": name, "us": ours, "peer": spec and peer_label(spec), "peer_us": peer,
+                     "vs_bare": ours / bare_us, "vs_peer": None if peer is None else ours / peer})  # fmt: skip
+    return rows
+
+
 def agreement(shape: tuple[int, ...], steps: int, fns: dict[str, Callable], ctx: dict) -> dict[str, float | str]:
     """Final samples of fokker against the bare loop and diffusers (trailing spacing: the same grid as
     fokker's when steps divides T; diffusers' default "leading" grid is another grid)."""
@@ -224,7 +331,8 @@ def run_shape(shape: tuple[int, ...], args) -> dict:
         "sample/bare": o["fokker.sample (builds the grid)"] / o["bare arithmetic"],
         "sample/diffusers": o["fokker.sample (builds the grid)"] / o["diffusers incl. set_timesteps"],
     }
-    return {"shape": shape, "rows": rows, "ratios": ratios, "check": check}
+    solvers = solver_rows(shape, args, o["bare arithmetic"], model_med / args.steps * 1e6)
+    return {"shape": shape, "rows": rows, "ratios": ratios, "check": check, "solvers": solvers}
 
 
 def fmt_shape(shape: tuple[int, ...]) -> str:
@@ -247,6 +355,38 @@ def table(results: list[dict], steps: int) -> str:
                 f"| {fmt_shape(res['shape'])} | {name} | {row['loop_ms']:.2f} | {per} | {row['iqr_us']:.1f} | {rel} |"
             )
     return "\n".join(lines)
+
+
+def solver_table(results: list[dict]) -> str:
+    lines = [
+        "| shape | fokker solver | overhead µs/NFE | vs bare DDIM | diffusers counterpart | its µs/NFE | fokker / it |",
+        "|---|---|---:|---:|---|---:|---:|",
+    ]
+    for res in results:
+        for r in res["solvers"]:
+            peer = (
+                ("—", "", "")
+                if r["peer"] is None
+                else (f"`{r['peer']}`", f"{r['peer_us']:.1f}", f"{r['vs_peer']:.2f}x")
+            )
+            lines.append(f"| {fmt_shape(r['shape'])} | {r['name']} | {r['us']:.1f} | {r['vs_bare']:.2f}x | "
+                         f"{peer[0]} | {peer[1]} | {peer[2]} |")  # fmt: skip
+    return "\n".join(lines)
+
+
+def solver_verdict(results: list[dict]) -> str:
+    rows = [r for res in results for r in res["solvers"]]
+    over_bare = [f"{r['name']} {fmt_shape(r['shape'])} {r['vs_bare']:.2f}x" for r in rows if r["vs_bare"] > GOAL_BARE]
+    over_peer = [f"{r['name']} {fmt_shape(r['shape'])} {r['vs_peer']:.2f}x" for r in rows
+                 if r["vs_peer"] is not None and r["vs_peer"] > GOAL_DIFFUSERS]  # fmt: skip
+    worst_peer = max(r["vs_peer"] for r in rows if r["vs_peer"] is not None)
+    return (
+        f"Every solver's overhead per NFE is at most {max(r['vs_bare'] for r in rows):.2f}x the bare DDIM arithmetic "
+        f"(goal <= {GOAL_BARE}x: " + ("met" if not over_bare else "missed by " + ", ".join(over_bare)) + ") and at "
+        f"most {worst_peer:.2f}x its diffusers counterpart's step() (goal <= {GOAL_DIFFUSERS}x: "
+        + ("met" if not over_peer else "missed by " + ", ".join(over_peer))
+        + ")."
+    )
 
 
 def ratio_lines(results: list[dict]) -> list[str]:
@@ -335,7 +475,17 @@ def section(results: list[dict], args, command: str, date: str, conditions: str)
             "",
             *check_lines(results),
             "",
-            f"**Conclusion.** {conclusion(results)}",
+            "**The fast solvers.** Overhead per network evaluation (loop time minus the model's time per call "
+            "times the NFE, divided by the NFE) of every new solver with its grid precomputed, against the bare "
+            "DDIM arithmetic above and against the diffusers scheduler that implements the same method on the "
+            "same betas and trailing grid (the step() loop with scale_model_input; each loop starts with "
+            "set_timesteps, which resets the scheduler's state, and its time, measured alone in the same run, is "
+            "subtracted). EDM's samplers run on the Karras grid; edm with s_churn = 10 has no diffusers "
+            "counterpart.",
+            "",
+            solver_table(results),
+            "",
+            f"**Conclusion.** {conclusion(results)} {solver_verdict(results)}",
             "",
             *footer(command, date, machine("diffusers"), conditions),
         ]
@@ -397,6 +547,9 @@ def main(argv: list[str] | None = None) -> None:
     print(table(results, args.steps))
     print()
     print("\n".join(ratio_lines(results)))
+    print()
+    print(solver_table(results))
+    print(solver_verdict(results))
     print()
     print("\n".join(check_lines(results)))
     print()

@@ -21,7 +21,8 @@ SAMPLER_FLAGS: dict[str, tuple[type, str]] = {
     "predictor": (str, "pc: reverse_diffusion (default), euler_maruyama or ancestral"),
     "corrector": (
         str,
-        "pc: langevin (default) or none; unipc: unic (default) or none; dpmpp_2m, dpmpp_3m, deis: none (default) or unic",
+        "pc: langevin (default) or none; unipc: unic (default) or none; "
+        "dpmpp_2m, dpmpp_3m, deis: none (default) or unic",
     ),
     "order": (int, "unipc: its order, 1 to 3 (default: 2); deis: 1 to 4 (default: 3)"),
     "b_h": (str, "the unic corrector and unipc's predictor: bh1 or bh2 (default: bh2), UniPC's B(h)"),

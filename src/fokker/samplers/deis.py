@@ -9,7 +9,8 @@ error terms are those of Adams-Bashforth in rho, not DPM-Solver's."""
 
 from __future__ import annotations
 
-import numpy as np
+import math
+
 import torch
 
 from fokker.denoiser import Denoiser
@@ -21,18 +22,28 @@ from fokker.samplers.unipc import CORRECTOR_RULES, check_corrector, unic
 ORDERS = (1, 2, 3, 4)
 
 
+# Gauss-Legendre nodes and weights on [0, 1] with 3 points: exact for polynomials of degree <= 5, the Lagrange
+# basis of order <= 4 has degree <= 3
+_GL_NODES = (0.5 - 0.5 * math.sqrt(0.6), 0.5, 0.5 + 0.5 * math.sqrt(0.6))
+_GL_WEIGHTS = (5 / 18, 8 / 18, 5 / 18)
+
+
 def lagrange_weights(nodes: list[float], lo: float, hi: float) -> list[float]:
     """int_lo^hi L_j(u) du for the Lagrange basis L_j on `nodes` (float64; the variable shifted and scaled to
-    [0, 1] over [lo, hi] so that nodes spread over decades stay well conditioned)."""
+    [0, 1] over [lo, hi] so that nodes spread over decades stay well conditioned), by Gauss-Legendre
+    quadrature, exact for these polynomials."""
     width = hi - lo
     u = [(n - lo) / width for n in nodes]
     out = []
     for j, uj in enumerate(u):
-        others = [um for m, um in enumerate(u) if m != j]
-        poly = np.polynomial.Polynomial.fromroots(others) / np.prod([uj - um for um in others]) if others else \
-            np.polynomial.Polynomial([1.0])  # fmt: skip
-        integral = poly.integ()
-        out.append(float(integral(1.0) - integral(0.0)) * width)
+        total = 0.0
+        for q, wq in zip(_GL_NODES, _GL_WEIGHTS, strict=True):
+            term = wq
+            for m, um in enumerate(u):
+                if m != j:
+                    term *= (q - um) / (uj - um)
+            total += term
+        out.append(total * width)
     return out
 
 

@@ -66,7 +66,7 @@ def edm_table(
     r_top = noise_ratio(process, torch.ones(1, dtype=torch.float64))
     wanted = torch.minimum(r_t * (1 + gammas), r_top)
     churned = wanted > r_t
-    t_hat = torch.where(churned, times_at_log_snr(process, -2 * torch.log(wanted), t), t)
+    t_hat = torch.where(churned, times_at_log_snr(process, -2 * torch.log(wanted), t), t) if churned.any() else t
     r_hat = torch.where(churned, noise_ratio(process, t_hat), r_t)
     alpha_t, alpha_hat, sigma_hat = process.alpha(t), process.alpha(t_hat), process.sigma(t_hat)
     alpha_s, sigma_s = process.alpha(s), process.sigma(s)

@@ -82,12 +82,12 @@ def step_orders(steps: int, order: int, lands_on_zero: bool) -> list[int]:
 
 
 class _Evaluator:
-    """One network evaluation at grid time k, as x0_hat and/or eps_hat (the bases a method needs), each
+    """One network evaluation at grid time k, as x0_hat and/or eps_hat (the bases asked for), each
     formed from the raw output by coefficients computed before the loop (`linear_coefficients`); through
     `predict_full` when the model clips x0_hat."""
 
-    def __init__(self, denoiser: Denoiser, x: torch.Tensor, times: torch.Tensor, grid: Grid, bases: set[str]):
-        self.denoiser, self.bases, self.grid = denoiser, bases, grid
+    def __init__(self, denoiser: Denoiser, x: torch.Tensor, times: torch.Tensor, grid: Grid):
+        self.denoiser, self.grid = denoiser, grid
         self.conds = conditionings(denoiser, times, x)
         alpha, sigma = denoiser.process.alpha(times), denoiser.process.sigma(times)
         table = [c.tolist() if isinstance(c, torch.Tensor) else [c] * len(times) for c in
@@ -95,7 +95,7 @@ class _Evaluator:
         pairs = [list(zip(a, b, strict=True)) for a, b in (table[:2], table[2:])]
         self.folds = dict(zip(BASES, pairs, strict=True))
 
-    def __call__(self, x: torch.Tensor, k: int, model_kwargs: dict) -> dict[str, torch.Tensor]:
+    def __call__(self, x: torch.Tensor, k: int, model_kwargs: dict, bases: set[str]) -> dict[str, torch.Tensor]:
         d, g = self.denoiser, self.grid
         if d.clip is not None:
             kw = {"alpha": g.alpha[k], "sigma": g.sigma[k], "cond": self.conds[k]}
@@ -103,7 +103,7 @@ class _Evaluator:
             return {"x0": x0, "eps": eps}
         out = d.raw_and_variance(x, g.t[k], self.conds[k], **model_kwargs)[0]
         values = {}
-        for basis in self.bases:
+        for basis in bases:
             fx, fo = self.folds[basis][k]
             same = fx == 0 and fo == 1  # the network predicts this basis itself
             values[basis] = out if same else torch.add(x * fx, out, alpha=fo)
@@ -139,13 +139,16 @@ def run_multistep(
     last_corrected = steps - 2 if lands_on_zero else steps - 1  # the state x0_hat replaces needs no correction
     corrections = [corrector(grid, k, p) if corrector is not None and k < last_corrected else None
                    for k, p in enumerate(orders)]  # fmt: skip
-    bases = {"x0"} | {u.basis for u in predictions if u is not None}
-    evaluate = _Evaluator(denoiser, x, times, grid, bases)
+    # x0_hat is formed only where something reads it: the corrector, the callback, the step onto t = 0
+    bases = {u.basis for u in predictions if u is not None}
+    if corrector is not None or call.callback is not None:
+        bases.add("x0")
+    evaluate = _Evaluator(denoiser, x, times, grid)
     history: dict[str, list[torch.Tensor]] = {b: [] for b in bases}
     keep = max(order, 1) + 1
     nfe0, x_prev = denoiser.nfe, None
     for k in tqdm(range(steps), leave=False, disable=not call.progress):
-        values = evaluate(x, k, call.model_kwargs)
+        values = evaluate(x, k, call.model_kwargs, bases if predictions[k] is not None else bases | {"x0"})
         if k > 0 and corrections[k - 1] is not None:
             x = _combine(corrections[k - 1], x_prev, [values["x0"], *history["x0"]])
             if call.constraint is not None:

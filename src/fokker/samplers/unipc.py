@@ -34,19 +34,38 @@ def check_corrector(corrector: str, b_h: str) -> None:
         raise UserError(f"unknown b_h {b_h!r}; expected one of {B_H}")
 
 
-def _system(grid: Grid, k: int, order: int, b_h: str) -> tuple[float, float, list[float], torch.Tensor, torch.Tensor]:
+def _solve(matrix: list[list[float]], rhs: list[float]) -> list[float]:
+    """The solution of a small dense linear system by Gaussian elimination with partial pivoting (python floats:
+    the systems here are at most 3 x 3, where a tensor solve costs more than its arithmetic)."""
+    n = len(rhs)
+    a = [[*row, b] for row, b in zip(matrix, rhs, strict=True)]
+    for col in range(n):
+        pivot = max(range(col, n), key=lambda r: abs(a[r][col]))
+        a[col], a[pivot] = a[pivot], a[col]
+        for r in range(col + 1, n):
+            f = a[r][col] / a[col][col]
+            a[r] = [x - f * y for x, y in zip(a[r], a[col], strict=True)]
+    out = [0.0] * n
+    for r in reversed(range(n)):
+        out[r] = (a[r][n] - sum(a[r][c] * out[c] for c in range(r + 1, n))) / a[r][r]
+    return out
+
+
+def _system(
+    grid: Grid, k: int, order: int, b_h: str
+) -> tuple[float, float, list[float], list[list[float]], list[float]]:
     """(h, B(h), [r_1 .. r_order-1], R, g) of step k (the module docstring's), in float64."""
     h = grid.lam[k + 1] - grid.lam[k]
     b = -h if b_h == "bh1" else math.expm1(-h)
     rks = [(grid.lam[k - i] - grid.lam[k]) / h for i in range(1, order)]
-    nodes = torch.tensor([*rks, 1.0], dtype=torch.float64)
-    R = torch.stack([nodes**i for i in range(order)])
+    nodes = [*rks, 1.0]
+    R = [[node**i for node in nodes] for i in range(order)]
     g, phi, factorial = [], math.expm1(-h) / -h - 1, 1.0  # phi_2(-h), then phi_3, ... by their recursion
     for i in range(1, order + 1):
         g.append(phi * factorial / b)
         factorial *= i + 1
         phi = phi / -h - 1 / factorial
-    return h, b, rks, R, torch.tensor(g, dtype=torch.float64)
+    return h, b, rks, R, g
 
 
 def _base(grid: Grid, k: int, h: float) -> tuple[float, float]:
@@ -62,7 +81,7 @@ def unip(b_h: str):
         a, c0 = _base(grid, k, h)
         if order == 1:
             return Update(a, (c0,))
-        rhos = [0.5] if order == 2 else torch.linalg.solve(R[:-1, :-1], g[:-1]).tolist()
+        rhos = [0.5] if order == 2 else _solve([row[:-1] for row in R[:-1]], g[:-1])
         scale = -grid.alpha[k + 1] * b
         older = [scale * rho / r for rho, r in zip(rhos, rks, strict=True)]
         return Update(a, (c0 - sum(older), *older))
@@ -76,7 +95,7 @@ def unic(b_h: str) -> Corrector:
     def corrector(grid: Grid, k: int, order: int) -> Update:
         h, b, rks, R, g = _system(grid, k, order, b_h)
         a, c0 = _base(grid, k, h)
-        rhos = [0.5] if order == 1 else torch.linalg.solve(R, g).tolist()
+        rhos = [0.5] if order == 1 else _solve(R, g)
         scale = -grid.alpha[k + 1] * b
         older = [scale * rho / r for rho, r in zip(rhos[:-1], rks, strict=True)]
         new = scale * rhos[-1]
