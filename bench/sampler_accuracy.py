@@ -93,28 +93,38 @@ class AbarProcess:
         return (1 - a).sqrt()
 
 
-def make_scheduler(name: str):
+def make_scheduler(name: str, betas: np.ndarray | None = None, clip: bool = False):
+    """The diffusers scheduler `name` of PEERS on DDPM's linear betas, or on `betas` (trained_betas), with the
+    trailing grid; `clip`: x0_hat clipped to [-1, 1] (DDIM's clip_sample; for DPM-Solver++ and UniPC,
+    thresholding with sample_max_value 1, which clips at 1 whatever the quantile). Euler and Heun cannot clip."""
     import diffusers
 
     common = {"num_train_timesteps": T, "beta_start": BETA_START, "beta_end": BETA_END, "beta_schedule": "linear",
               "timestep_spacing": "trailing"}  # fmt: skip
+    if betas is not None:
+        common |= {"num_train_timesteps": len(betas), "trained_betas": betas.tolist()}
+    threshold = {"thresholding": True, "sample_max_value": 1.0} if clip else {}
+    if clip and name.startswith(("Euler", "Heun")):
+        raise ValueError(f"diffusers' {name} cannot clip x0_hat")
     if name.startswith("DDPM"):
         variance = "fixed_large" if "fixed_large" in name else "fixed_small"
-        return diffusers.DDPMScheduler(**common, clip_sample=False, variance_type=variance)
+        return diffusers.DDPMScheduler(**common, clip_sample=clip, variance_type=variance)
     if name == "DDIM":
-        return diffusers.DDIMScheduler(**common, clip_sample=False, set_alpha_to_one=True)
+        return diffusers.DDIMScheduler(**common, clip_sample=clip, set_alpha_to_one=True)
     karras = {"use_karras_sigmas": True} if "Karras" in name else {}
+    if name.startswith("DPM-Solver++ (SDE"):
+        return diffusers.DPMSolverMultistepScheduler(**common, algorithm_type="sde-dpmsolver++", **karras, **threshold)
     if name.startswith("DPM-Solver++"):
         order = 3 if "3M" in name else 2
         return diffusers.DPMSolverMultistepScheduler(
-            **common, algorithm_type="dpmsolver++", solver_order=order, **karras
+            **common, algorithm_type="dpmsolver++", solver_order=order, **karras, **threshold
         )
     if name.startswith("Euler"):
         return diffusers.EulerDiscreteScheduler(**common, **karras)
     if name.startswith("Heun"):
         return diffusers.HeunDiscreteScheduler(**common, **karras)
     if name.startswith("UniPC"):
-        return diffusers.UniPCMultistepScheduler(**common, **karras)
+        return diffusers.UniPCMultistepScheduler(**common, **karras, **threshold)
     raise ValueError(name)
 
 
