@@ -332,18 +332,45 @@ ERRORS = [
 ]
 
 
+def in_process(args: list[str], cwd: Path, monkeypatch, capsys) -> tuple[int, str, str]:
+    """(exit status, stdout, stderr) of fokker.cli.main(args) run in this process in `cwd`: the console script
+    is that function (test_a_user_error_from_the_console_script checks the script itself), and a subprocess
+    per case would spend seconds importing torch."""
+    from fokker.cli import main
+
+    monkeypatch.chdir(cwd)
+    capsys.readouterr()
+    try:
+        code = main(args)
+    except SystemExit as exit_:  # argparse's errors
+        code = exit_.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def check_user_error(code: int, out: str, err: str, command: str, message: str) -> None:
+    assert code == 2, (code, out, err)
+    assert out == ""
+    lines = err.splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith(f"fokker {command}: error: "), err
+    assert message in lines[0], err
+
+
 @pytest.mark.parametrize(("args", "message"), ERRORS, ids=lambda v: " ".join(v)[:60] if isinstance(v, list) else None)
-def test_user_errors_exit_2_with_one_line_and_write_nothing(world, args, message):
+def test_user_errors_exit_2_with_one_line_and_write_nothing(world, args, message, monkeypatch, capsys):
     if args[0] == "sample" and "--out" not in args:
         args = [*args, "--out", "grid.png"]
     before = snapshot(world)
+    check_user_error(*in_process([*args, "--no-progress"], world, monkeypatch, capsys), args[0], message)
+    assert snapshot(world) == before
+
+
+@pytest.mark.parametrize(("args", "message"), [ERRORS[0], ERRORS[-1]], ids=["first", "last"])
+def test_a_user_error_from_the_console_script(world, args, message):
+    before = snapshot(world)
     r = fokker(*args, "--no-progress", cwd=world)
-    assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
-    assert r.stdout == ""
-    lines = r.stderr.splitlines()
-    assert len(lines) == 1, r.stderr
-    assert lines[0].startswith(f"fokker {args[0]}: error: "), r.stderr
-    assert message in lines[0], r.stderr
+    check_user_error(r.returncode, r.stdout, r.stderr, args[0], message)
     assert snapshot(world) == before
 
 
