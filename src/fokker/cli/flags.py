@@ -71,7 +71,11 @@ def add_sampling(p: argparse.ArgumentParser, several: bool) -> None:
     s_help = "one or more of" if several else "one of"
     p.add_argument("--sampler", **many, help=f"{s_help} {', '.join(sorted(SAMPLERS))} {run_default}")
     p.add_argument("--steps", type=int, **many, help=f"number{'s' if several else ''} of sampler steps {run_default}")
-    p.add_argument("--spacing", help=f"time grid: {', '.join(SPACINGS)} {run_default}")
+    p.add_argument(
+        "--spacing",
+        help=f"time grid: {', '.join(SPACINGS)}, or optimized (the run's grid from `fokker grid`; fokker sample) "
+        f"{run_default}",
+    )
     p.add_argument("--seed", type=int, default=0, help="sample i is drawn from its own seed (seed, i) (default: 0)")
     p.add_argument("--batch-size", type=int, default=256, help="samples per batch; does not change the result")
     add_device(p)

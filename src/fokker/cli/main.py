@@ -7,7 +7,7 @@ import argparse
 import sys
 import warnings
 
-from fokker.cli import colorize, inpaint, interpolate, likelihood, sample, train
+from fokker.cli import colorize, grid, inpaint, interpolate, likelihood, sample, train
 from fokker.cli import eval as eval_command
 from fokker.cli.flags import FORMATTER
 from fokker.errors import FokkerWarning, UserError
@@ -24,6 +24,7 @@ MAIN_EXAMPLE = """examples:
 COMMANDS = {
     "train": train,
     "sample": sample,
+    "grid": grid,
     "eval": eval_command,
     "likelihood": likelihood,
     "interpolate": interpolate,

@@ -22,6 +22,7 @@ EXAMPLE = """examples:
   fokker sample --checkpoint runs/mnist --sampler ddim --steps 50 --num 64 --seed 0 --out grid.png
   fokker sample --checkpoint runs/mnist --sampler ddpm --steps 1000 --variance beta --out ddpm.png
   fokker sample --checkpoint runs/mnist --sampler pc --predictor reverse_diffusion --corrector langevin --snr 0.16
+  fokker sample --checkpoint runs/mnist --sampler dpmpp_2m --steps 10 --spacing optimized   (after `fokker grid`)
   fokker sample --checkpoint runs/mnist --sampler ode --method dopri5 --rtol 1e-5 --out ode.png
   fokker sample --checkpoint runs/ncsn --sampler annealed_langevin --steps 10 --steps-per-level 100
   fokker sample --checkpoint runs/moons/model.safetensors --num 2000 --out moons.png
@@ -78,9 +79,15 @@ def run(args: argparse.Namespace) -> int:
         num, kw = len(labels), {"model_kwargs": {"y": labels}, "noise_ids": ids}
     sampler, steps, spacing, options = sample_settings(args, config)
     check_options(sampler, options, grid)
+    times = None
+    if spacing == "optimized":  # the grid `fokker grid` stored with the run
+        from fokker.samplers import load_grid
+
+        times = load_grid(args.checkpoint, sampler, steps, options)
     start = time.time()
     samples, info = sample_seeded(
-        denoiser, sampler, steps, data_shape(config), num, seed=args.seed, spacing=spacing,
+        denoiser, sampler, steps, data_shape(config), num, seed=args.seed, times=times,
+        spacing="uniform" if times is not None else spacing,
         batch_size=args.batch_size, device=device, progress=not args.no_progress, **kw, **options,
     )  # fmt: skip
     write_samples(out, samples, labels, config, title=f"{sampler}, {steps} steps")

@@ -72,6 +72,12 @@ def time_grid(process: Process, steps: int, spacing: str = "uniform") -> torch.T
     "uniform" in t, "quadratic" (denser near t = 0), "log_snr" (uniform in log alpha^2 / sigma^2) or "karras"
     (the noise ratio sigma / alpha uniform in its 1/7th power, Karras et al. 2022, eq. 5, down to the first
     evaluation time)."""
+    if spacing == "optimized":
+        raise UserError(
+            "the optimized spacing depends on the data and the sampler: compute the grid with "
+            "fokker.samplers.optimize_grid (or `fokker grid`), or load a run's with fokker.samplers.load_grid, "
+            "and pass its times as times="
+        )
     if spacing not in SPACINGS:
         raise UserError(f"unknown spacing {spacing!r}; expected one of {SPACINGS}")
     if steps < 1:
