@@ -16,6 +16,7 @@ MAIN_EXAMPLE = """examples:
   fokker train --preset toy --steps 2000 --out runs/moons
   fokker sample --checkpoint runs/moons --num 2000 --out moons.png
   fokker eval --checkpoint runs/moons --steps 10 50 --num 2000     (metrics and a report)
+  fokker grid --checkpoint runs/mnist --sampler dpmpp_2m --steps 10   (then sample with --spacing optimized)
   fokker likelihood --checkpoint runs/moons --method vlb --num 500  (bits/dim; --method ode for the ODE)
   fokker inpaint --checkpoint runs/mnist --index 7 --mask center --scheme repaint   (fill in a hole)
   fokker train --help                                       (every option of a command)"""
