@@ -153,7 +153,21 @@ def test_score_family_from_the_command_line(tmp_path):
     assert config["sample"]["options"] == {"predictor": "reverse_diffusion", "corrector": "none"}
     runs = {
         "own": ([], "NFE 5 per sample"),  # the config's pc without a corrector
-        "pc": (["--sampler", "pc", "--corrector", "langevin", "--snr", "0.1", "--corrector-steps", "2"], "NFE 15"),
+        "pc": (
+            [
+                "--sampler",
+                "pc",
+                "--corrector",
+                "langevin",
+                "--step-rule",
+                "snr",
+                "--snr",
+                "0.1",
+                "--corrector-steps",
+                "2",
+            ],
+            "NFE 15",
+        ),
         "ode": (["--sampler", "ode", "--method", "dopri5", "--rtol", "1e-3", "--atol", "1e-3", "--no-denoise"], "NFE"),
         "al": (["--sampler", "annealed_langevin", "--steps-per-level", "3", "--epsilon", "1e-4"], "NFE 16 per"),
     }

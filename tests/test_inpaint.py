@@ -7,13 +7,15 @@ y_i missing, the x_i known at -0.6..1.0; the exact y_i | x_i has std 0.218. The 
 coordinate of the fitted 1-D Gaussians from the exact conditional (floor ~1/N = 0.001). Measured (1,000
 samples; replace, then repaint with jump 10, resample 10; bench/inpaint_vs_diffusers.py prints it):
 
-    process (steps)    ddpm          ddim          e-maruyama    pc (snr 0.08) ode heun
-    vp linear (200)    0.300 0.011   0.806 0.020   0.311 0.019   0.273 0.036   0.862 0.032
-    vp cosine (100)    0.278 0.010   0.808 0.016   0.283 0.016   0.277 0.033   0.858 0.025
-    ve (100)           0.298 0.002   0.833 0.011   0.284 0.002   0.196 0.026   0.854 0.013
+    process (steps)    ddpm          ddim          e-maruyama    pc            ode heun
+    vp linear (200)    0.300 0.011   0.806 0.020   0.311 0.019   0.126 0.020   0.862 0.032
+    vp cosine (100)    0.278 0.010   0.808 0.016   0.283 0.016   0.129 0.016   0.858 0.025
+    ve (100)           0.298 0.002   0.833 0.011   0.284 0.002   0.132 0.003   0.854 0.013
 
 Replacement is biased whatever the sampler (its mean is off by ~0.6 conditional std, its std ~1.25x too large:
-the known part of each step is drawn independently of the unknown one); RePaint is within 0.05 everywhere."""
+the known part of each step is drawn independently of the unknown one); pc's Langevin corrector (its default
+sigma step rule) mixes the unknown part given the known one at every level and halves that bias, but it stays
+over 0.1; RePaint is within 0.05 everywhere."""
 
 import itertools
 
@@ -46,14 +48,15 @@ PROCESSES = {
     "vp-cosine": (fokker.VP(T=1000, schedule="cosine"), 100),
     "ve": (fokker.VE(0.01, 4.0), 100),
 }
-EXACT_SAMPLERS = {  # pc's snr step is noisy in low dimension (tests/test_score_samplers.py): a smaller snr
+EXACT_SAMPLERS = {
     "ddpm": {},
     "ddim": {},
     "euler_maruyama": {},
-    "pc": {"snr": 0.08},
+    "pc": {},
     "ode": {"method": "heun"},
 }
 REPAINT_TOL, REPLACE_MIN = 0.05, 0.15
+REPLACE_MIN_PC = 0.1  # the corrector halves replacement's bias (the module docstring)
 
 
 def pair_error(process, steps, sampler, scheme, n=1000, **options) -> float:
@@ -73,7 +76,8 @@ def test_repaint_meets_the_exact_conditional_and_replacement_does_not(sampler, p
     proc, steps = PROCESSES[process]
     replaced = pair_error(proc, steps, sampler, "replace", **EXACT_SAMPLERS[sampler])
     repainted = pair_error(proc, steps, sampler, "repaint", **EXACT_SAMPLERS[sampler])
-    assert repainted < REPAINT_TOL < REPLACE_MIN < replaced, (replaced, repainted)
+    replace_min = REPLACE_MIN_PC if sampler == "pc" else REPLACE_MIN
+    assert repainted < REPAINT_TOL < replace_min < replaced, (replaced, repainted)
 
 
 def test_one_correlated_pair_with_a_full_gaussian_fit():
@@ -178,8 +182,7 @@ def test_a_grid_between_two_times_samples_the_marginal_there(name):
     g = torch.Generator().manual_seed(0)
     times = torch.linspace(0.6, 0.3, 31, dtype=F64)
     x_a = process.q_sample(target.sample(4000, g), 0.6, torch.randn(4000, 3, generator=g, dtype=F64))
-    # pc's corrector (its snr step is noisy in 3-D) acts level by level and has its own tests
-    options = {"ode": {"method": "euler"}, "annealed_langevin": {"steps_per_level": 20}, "pc": {"corrector": "none"}}
+    options = {"ode": {"method": "euler"}, "annealed_langevin": {"steps_per_level": 20}}
     options = options.get(name, {})
     x, _ = SAMPLERS[name](exact_denoiser(target, process), x_a, times, generator=g, **options)
     sigma = float(process.sigma(torch.tensor(0.3, dtype=F64)))

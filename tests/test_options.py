@@ -36,7 +36,7 @@ REFUSED = [
     ("pc", {"predictor": "euler_maruyama", "corrector": "none", "variance": "beta_tilde"}, "predictor='euler_maruy"),
     ("pc", {"corrector": "none", "snr": 0.1}, "'snr' has no effect here; it applies only when corrector is langevin"),
     ("pc", {"corrector": "none", "corrector_steps": 2}, "'corrector_steps' has no effect here; it applies only when"),
-    ("pc", {"corrector_steps": 0, "snr": 0.3}, "(here corrector='langevin', corrector_steps=0)"),
+    ("pc", {"corrector_steps": 0, "snr": 0.3}, "(here corrector='langevin', corrector_steps=0, step_rule='sigma')"),
     ("ode", {"rtol": 1e-3}, "'rtol' has no effect here; it applies only when method is dopri5 (here method='heun')"),
     ("ode", {"method": "euler", "atol": 1e-3}, "'atol' has no effect here; it applies only when method is dopri5"),
 ]
@@ -56,7 +56,8 @@ def test_the_same_options_are_accepted_where_they_apply():
     d = exact_denoiser(MIXTURE, fk.VP(T=100))
     for sampler, options in [
         ("pc", {"predictor": "ancestral", "variance": "beta", "corrector": "none"}),
-        ("pc", {"snr": 0.1, "corrector_steps": 2}),
+        ("pc", {"step_rule": "snr", "snr": 0.1, "corrector_steps": 2}),
+        ("pc", {"rate": 0.5, "corrector_steps": 2}),
         ("ode", {"method": "dopri5", "rtol": 1e-3, "atol": 1e-3}),
         ("pc", {"variance": None, "snr": None}),  # None: not given
     ]:

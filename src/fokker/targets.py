@@ -100,6 +100,14 @@ class GaussianMixture:
             torch.tensor([0.08, 0.12, 0.1]),
         )
 
+    @classmethod
+    def ring(cls, modes: int = 11, radius: float = 0.8, std: float = 0.05) -> GaussianMixture:
+        """`modes` 2-D modes evenly around a circle of `radius`, weights rising linearly from 1 to 2 around it
+        (normalised), so that a sampler's mode-weight errors show; neighbours 2 radius sin(pi / modes) apart."""
+        angle = 2 * math.pi * torch.arange(modes, dtype=F64) / modes
+        means = radius * torch.stack([angle.cos(), angle.sin()], 1)
+        return cls(torch.linspace(1, 2, modes, dtype=F64), means, torch.full((modes,), std, dtype=F64))
+
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         k = torch.multinomial(self.weights, n, replacement=True, generator=generator)
         z = torch.randn(n, self.dim, generator=generator, dtype=F64)

@@ -26,7 +26,13 @@ SAMPLER_FLAGS: dict[str, tuple[type, str]] = {
     ),
     "order": (int, "unipc: its order, 1 to 3 (default: 2); deis: 1 to 4 (default: 3)"),
     "b_h": (str, "the unic corrector and unipc's predictor: bh1 or bh2 (default: bh2), UniPC's B(h)"),
-    "snr": (float, "pc with the langevin corrector: its signal-to-noise ratio (default: 0.16)"),
+    "step_rule": (
+        str,
+        "pc with the langevin corrector: its step, sigma (default: sigma_t^2 min(rate h, 1), h the step in "
+        "log-SNR; converges), snr (per example, Song et al.) or snr_batch (batch-averaged, as score_sde)",
+    ),
+    "rate": (float, "pc with --step-rule sigma: Langevin time per unit log-SNR, in sigma_t^2 (default: 1)"),
+    "snr": (float, "pc with --step-rule snr or snr_batch: the signal-to-noise ratio (default: 0.16)"),
     "corrector_steps": (int, "pc with the langevin corrector: its updates per step (default: 1)"),
     "method": (str, "ode: euler, heun (default) or dopri5 (adaptive: picks its own steps; no --steps / --spacing)"),
     "rtol": (float, "ode with --method dopri5: relative tolerance (default: 1e-5)"),

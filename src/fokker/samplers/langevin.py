@@ -26,13 +26,26 @@ def langevin_step(x: torch.Tensor, score: torch.Tensor, step: torch.Tensor | flo
     return x + step / 2 * score + step**0.5 * z
 
 
-def snr_step(score: torch.Tensor, z: torch.Tensor, snr: float) -> torch.Tensor:
-    """The Langevin corrector's step, one per example: Song et al. 2021 (Alg. 4-5) update
-    x + e score + sqrt(2 e) z with e = 2 (snr ||z|| / ||score||)^2, so that ||e score|| / ||sqrt(2 e) z||
-    = snr; in langevin_step's terms step = 2 e. Song et al. average the norms over the batch; here each
-    example gets its own step, so samples do not depend on their batch."""
+def snr_step(score: torch.Tensor, z: torch.Tensor, snr: float, batch: bool = False) -> torch.Tensor:
+    """The signal-to-noise-ratio step of Song et al. 2021 (Alg. 4-5): update x + e score + sqrt(2 e) z with
+    e = 2 (snr ||z|| / ||score||)^2, so that ||e score|| / ||sqrt(2 e) z|| = snr; in langevin_step's terms
+    step = 2 e. Per example by default; with `batch` the norms are averaged over the batch first, as score_sde
+    and diffusers do (then a sample depends on its batch)."""
     z_norm, s_norm = z.flatten(1).norm(dim=1), score.flatten(1).norm(dim=1)
+    if batch:
+        z_norm, s_norm = z_norm.mean(), s_norm.mean()
     return 4 * (snr * z_norm / s_norm.clamp(min=1e-30)) ** 2
+
+
+def sigma_step(sigma_t: float, h: float, rate: float) -> float:
+    """The Langevin corrector's step at noise level sigma_t before a step of h in log-SNR log(alpha^2 /
+    sigma^2): step = sigma_t^2 min(rate h, 1). It needs neither the batch nor the noise. Why it is safe and
+    converges: -log p_t is (1 / sigma_t^2)-smooth for any data (its Hessian is (I - alpha^2 Cov[x0 | x_t] /
+    sigma_t^2) / sigma_t^2), so steps up to sigma_t^2 are a quarter of the unadjusted Langevin algorithm's
+    stability limit; and since the step shrinks with h, the Langevin time per unit log-SNR is fixed (rate
+    sigma_t^2 / 2) while ULA's bias, O(step^2) per update, sums to O(h) and vanishes with more steps: pc then
+    converges to the reverse SDE with extra Langevin mixing, whose marginals are the data's."""
+    return sigma_t**2 * min(rate * h, 1.0)
 
 
 @torch.no_grad()

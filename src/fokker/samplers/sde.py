@@ -14,19 +14,32 @@ from fokker.errors import UserError
 from fokker.flow import reverse_euler
 from fokker.processes import Process
 from fokker.samplers.ddpm import ancestral_coefficients
-from fokker.samplers.langevin import denoiser_langevin, snr_step
+from fokker.samplers.langevin import denoiser_langevin, sigma_step, snr_step
 from fokker.samplers.registry import Rule, SamplerCall, register, when
 from fokker.samplers.steps import Coefficients, Hook, Step, run_table, step_table
 
 CORRECTORS = ("langevin", "none")
-# pc's options that apply only with the ancestral predictor or with the Langevin corrector
+STEP_RULES = ("sigma", "snr", "snr_batch")
+
+
+def _corrects(o: dict) -> bool:
+    return o["corrector"] == "langevin" and o["corrector_steps"] >= 1
+
+
+# pc's options that apply only with the ancestral predictor, with the Langevin corrector, or with its step rule
 PC_RULES = {
     "variance": when("predictor", "ancestral"),
     "corrector_steps": when("corrector", "langevin"),
+    "step_rule": Rule("corrector is langevin and corrector_steps >= 1", _corrects, ("corrector", "corrector_steps")),
+    "rate": Rule(
+        "corrector is langevin, corrector_steps >= 1 and step_rule is sigma",
+        lambda o: _corrects(o) and o["step_rule"] == "sigma",
+        ("corrector", "corrector_steps", "step_rule"),
+    ),
     "snr": Rule(
-        "corrector is langevin and corrector_steps >= 1",
-        lambda o: o["corrector"] == "langevin" and o["corrector_steps"] >= 1,
-        ("corrector", "corrector_steps"),
+        "corrector is langevin, corrector_steps >= 1 and step_rule is snr or snr_batch",
+        lambda o: _corrects(o) and o["step_rule"] in ("snr", "snr_batch"),
+        ("corrector", "corrector_steps", "step_rule"),
     ),
 }
 
@@ -56,13 +69,25 @@ def predictor_coefficients(predictor: str, variance: str | None = None) -> Coeff
     return table[predictor]
 
 
-def langevin_corrector(denoiser: Denoiser, snr: float, n_steps: int, call: SamplerCall) -> Hook:
-    """`n_steps` Langevin updates at the step's time t, x <- x + e score + sqrt(2 e) z with
-    e = (snr ||z|| / ||score||)^2 per example (Song et al. 2021, Alg. 4-5, with alpha_i = 1)."""
+def langevin_corrector(
+    denoiser: Denoiser, steps: list[Step], rule: str, snr: float, rate: float, n_steps: int, call: SamplerCall
+) -> Hook:
+    """`n_steps` Langevin updates x <- x + step / 2 score + sqrt(step) z at the start of each step, at its time
+    t (Song et al. 2021, Alg. 1). The step by `rule`: "sigma", sigma_t^2 min(rate h_k, 1) with h_k the step's
+    log-SNR increment (`sigma_step`: the same for every sample, and vanishing with h_k, so pc converges);
+    "snr", 2 e with e = 2 (snr ||z|| / ||score||)^2 per example (Alg. 4-5); "snr_batch", the same with the
+    norms averaged over the batch (score_sde's and diffusers' rule)."""
+    if rule == "sigma":
+        t, s = (torch.tensor([getattr(st, a) for st in steps], dtype=torch.float64) for a in ("t", "s"))
+        h = (denoiser.process.log_snr(s) - denoiser.process.log_snr(t)).tolist()  # inf onto s = 0
+        sizes = [sigma_step(st.sigma_t, h_k, rate) for st, h_k in zip(steps, h, strict=True)]
+    else:
+        batch = rule == "snr_batch"
+        per_sample = lambda score, z: snr_step(score, z, snr, batch)  # noqa: E731
 
     def correct(k: int, step: Step, x: torch.Tensor) -> torch.Tensor:
         level = (step.t, step.alpha_t, step.sigma_t, step.cond)
-        return denoiser_langevin(denoiser, x, level, n_steps, lambda score, z: snr_step(score, z, snr), call)[0]
+        return denoiser_langevin(denoiser, x, level, n_steps, sizes[k] if rule == "sigma" else per_sample, call)[0]
 
     return correct
 
@@ -92,8 +117,10 @@ def pc(
     *,
     predictor: str = "reverse_diffusion",
     corrector: str = "langevin",
-    snr: float = 0.16,
     corrector_steps: int = 1,
+    step_rule: str = "sigma",
+    rate: float = 1.0,
+    snr: float = 0.16,
     variance: str | None = None,
     denoise: bool = True,
 ) -> tuple[torch.Tensor, dict]:
@@ -108,8 +135,10 @@ def pc(
     corrector, have no effect and are refused (see PC_RULES)."""
     if corrector not in CORRECTORS:
         raise UserError(f"unknown corrector {corrector!r}; expected one of {CORRECTORS}")
-    if snr <= 0 or corrector_steps < 0:
-        raise UserError(f"pc needs snr > 0 and corrector_steps >= 0, got {snr} and {corrector_steps}")
+    if step_rule not in STEP_RULES:
+        raise UserError(f"unknown step_rule {step_rule!r}; expected one of {STEP_RULES}")
+    if snr <= 0 or rate <= 0 or corrector_steps < 0:
+        raise UserError(f"pc needs snr > 0, rate > 0 and corrector_steps >= 0, got {snr}, {rate} and {corrector_steps}")
     learned = False
     if predictor == "ancestral":
         variance = denoiser.reverse_variance(variance)
@@ -118,5 +147,5 @@ def pc(
     steps = step_table(denoiser, x, times, coefficients, denoise, learned_variance=learned)
     before = None
     if corrector == "langevin" and corrector_steps > 0:
-        before = langevin_corrector(denoiser, snr, corrector_steps, call)
+        before = langevin_corrector(denoiser, steps, step_rule, snr, rate, corrector_steps, call)
     return run_table(denoiser, x, steps, call, before)
