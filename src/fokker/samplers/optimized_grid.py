@@ -169,6 +169,17 @@ def _integer_search(objective, process: Process, times: torch.Tensor, best: floa
     return idx.to(F64) / process.T, best
 
 
+def _checked(sampler: str, options: dict, mean, eigvals) -> tuple[torch.Tensor, torch.Tensor]:
+    """optimize_grid's inputs checked: a sampler on a grid, and a Gaussian's mean and positive eigenvalues."""
+    check_options(sampler, options)
+    if not uses_grid(sampler, options):
+        raise UserError(f"sampler {sampler!r} with {options} picks its own steps; it has no time grid to optimize")
+    mean, eigvals = torch.as_tensor(mean, dtype=F64).reshape(-1), torch.as_tensor(eigvals, dtype=F64).reshape(-1)
+    if mean.shape != eigvals.shape or not bool((eigvals > 0).all()):
+        raise UserError("mean and eigvals must have the same length and every eigenvalue must be positive")
+    return mean, eigvals
+
+
 def optimize_grid(
     process: Process,
     mean: torch.Tensor,
@@ -188,12 +199,7 @@ def optimize_grid(
     search starts; kl <= kl_log_snr), "evaluations" (sampler runs) and "seconds". Stochastic, non-affine or
     adaptive samplers are refused (UserError)."""
     start = time.perf_counter()
-    check_options(sampler, options)
-    if not uses_grid(sampler, options):
-        raise UserError(f"sampler {sampler!r} with {options} picks its own steps; it has no time grid to optimize")
-    mean, eigvals = torch.as_tensor(mean, dtype=F64).reshape(-1), torch.as_tensor(eigvals, dtype=F64).reshape(-1)
-    if mean.shape != eigvals.shape or not bool((eigvals > 0).all()):
-        raise UserError("mean and eigvals must have the same length and every eigenvalue must be positive")
+    mean, eigvals = _checked(sampler, options, mean, eigvals)
     initial = time_grid(process, steps, "log_snr")
     check_affine(process, mean, eigvals, sampler, initial, options)
     evaluations = 0
