@@ -6,13 +6,19 @@ training images. Run by hand on an idle machine, about 40 minutes with the train
 
     python bench/sampler_fid_mnist.py --write
 
-The run is kept in --runs (default runs/bench-samplers) and reused when it is there."""
+The run is kept in --runs (default runs/bench-samplers) and reused when it is there; so is each row's FID at
+each NFE (RUN/sampler_fid.json, keyed by the row, the NFE, --num and --seed): a rerun measures only the rows
+it has not measured, and --fresh measures them all again. The grid of an [optimized] row is computed by
+`fokker grid` for that run (fokker.samplers.optimize_grid on the Gaussian fitted to its training data) and
+stored in RUN/grids."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -21,12 +27,14 @@ from _common import footer, invocation, load, machine, publish
 from guidance_mnist import trained
 from sampler_accuracy import fokker_steps, make_scheduler, peer_steps
 
+from fokker.cli import main as fokker_cli
 from fokker.denoiser import Denoiser
 from fokker.evaluate import Scorer, reference_data
 from fokker.model import load_model
 from fokker.noise import randn, seeded_batches
 from fokker.samplers import sample_seeded
 from fokker.samplers.grid import times_at_log_snr
+from fokker.samplers.optimized_grid import grid_path, load_grid
 
 SECTION = "## Samplers on MNIST: FID against NFE"
 NFES = (5, 10, 20)
@@ -37,12 +45,15 @@ FOKKER = {
     "ode heun [log_snr]": ("ode", {"method": "heun"}, "log_snr"),
     "dpmpp_2m [log_snr]": ("dpmpp_2m", {}, "log_snr"),
     "dpmpp_2m [karras]": ("dpmpp_2m", {}, "karras"),
+    "dpmpp_2m [optimized]": ("dpmpp_2m", {}, "optimized"),
     "dpmpp_3m [log_snr]": ("dpmpp_3m", {}, "log_snr"),
     "dpmpp_2s [log_snr]": ("dpmpp_2s", {}, "log_snr"),
     "unipc [log_snr]": ("unipc", {}, "log_snr"),
+    "unipc [optimized]": ("unipc", {}, "optimized"),
     "unipc (order 3) [quadratic]": ("unipc", {"order": 3}, "quadratic"),
     "deis [log_snr]": ("deis", {}, "log_snr"),
     "edm_heun [karras]": ("edm_heun", {}, "karras"),
+    "dpmpp_2m_sde [uniform]": ("dpmpp_2m_sde", {}, "uniform"),
     "dpmpp_2m_sde [log_snr]": ("dpmpp_2m_sde", {}, "log_snr"),
     "dpmpp_2m_sde [karras]": ("dpmpp_2m_sde", {}, "karras"),
     "edm (s_churn 40) [karras]": ("edm", {"s_churn": 40.0}, "karras"),
@@ -85,8 +96,39 @@ def peer_samples(denoiser: Denoiser, name: str, steps: int, x_T: torch.Tensor, s
     return torch.cat(out), nfe
 
 
-def measure(run: Path, num: int, seed: int, nfes: tuple[int, ...]) -> dict:
-    """Every row's FID at every NFE, the references and the floor."""
+class Cache:
+    """Each row's (FID, NFE used) at each NFE, kept in RUN/sampler_fid.json with the date it was measured and
+    reused by later runs with the same --num and --seed (`fresh`: measure every row again)."""
+
+    def __init__(self, run: Path, num: int, seed: int, fresh: bool):
+        self.path, self.suffix = run / "sampler_fid.json", f" | num {num} | seed {seed}"
+        self.entries = {} if fresh or not self.path.exists() else json.loads(self.path.read_text())
+        self.reused: set[str] = set()
+
+    def get(self, label: str, nfe: int, measure: Callable[[], tuple[float, int]]) -> tuple[float, int]:
+        key = f"{label} | NFE {nfe}{self.suffix}"
+        if key in self.entries:
+            self.reused.add(self.entries[key]["measured"])
+        else:
+            value, used = measure()
+            when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+            self.entries[key] = {"fid": value, "nfe": used, "measured": when}
+            self.path.write_text(json.dumps(self.entries, indent=1))
+        return self.entries[key]["fid"], self.entries[key]["nfe"]
+
+
+def grid_times(run: Path, sampler: str, steps: int, options: dict) -> torch.Tensor:
+    """The optimized grid `fokker grid` stores with the run for this sampler and step count, computed now if
+    it is not there."""
+    if not grid_path(run, sampler, steps, options).exists():
+        flags = [f"--{k.replace('_', '-')}={v}" for k, v in options.items()]
+        if fokker_cli(["grid", "--checkpoint", str(run), "--sampler", sampler, "--steps", str(steps), *flags]) != 0:
+            raise SystemExit(f"fokker grid failed for {sampler}, {steps} steps")
+    return load_grid(run, sampler, steps, options)
+
+
+def measure(run: Path, num: int, seed: int, nfes: tuple[int, ...], fresh: bool = False) -> dict:
+    """Every row's FID at every NFE (from the cache where measured before), the references and the floor."""
     denoiser, config = load_model(run, "cpu")
     if denoiser.clip is None or tuple(denoiser.clip) != (-1.0, 1.0):
         raise SystemExit(
@@ -97,25 +139,26 @@ def measure(run: Path, num: int, seed: int, nfes: tuple[int, ...]) -> dict:
     scorer = Scorer.for_data(reference, config, "cpu", False, None, seed)
     fid = lambda samples: scorer(samples)["fid"]  # noqa: E731
     common = {"seed": seed, "batch_size": 256}
-    out: dict = {"floor": fid(held_out.data[:num]), "rows": {}}
+    cache = Cache(run, num, seed, fresh)
+    out: dict = {"floor": fid(held_out.data[:num]), "rows": {}, "cache": cache}
     start = time.time()
     out["ddpm100"] = fid(sample_seeded(denoiser, "ddpm", 100, shape, num, **common)[0])
     out["ddpm100 seconds"] = time.time() - start
-    for label, (sampler, options, spacing) in FOKKER.items():
-        label = f"fokker {label}"
-        out["rows"][label] = {}
-        for nfe in nfes:
-            steps = fokker_steps(sampler, options, nfe)
-            samples, info = sample_seeded(denoiser, sampler, steps, shape, num, spacing=spacing, **common, **options)
-            out["rows"][label][nfe] = (fid(samples), info["nfe"])
-        print(f"  {label}: {out['rows'][label]}", file=sys.stderr)
-    x_T = starts(denoiser, shape, num, seed)
-    for peer in PEERS:
-        label = f"diffusers {peer}"
-        out["rows"][label] = {}
-        for nfe in nfes:
-            samples, used = peer_samples(denoiser, peer, peer_steps(peer, nfe), x_T, seed)
-            out["rows"][label][nfe] = (fid(samples), used)
+
+    def fokker_row(sampler: str, options: dict, spacing: str, nfe: int) -> tuple[float, int]:
+        steps = fokker_steps(sampler, options, nfe)
+        grid = {"times": grid_times(run, sampler, steps, options)} if spacing == "optimized" else {"spacing": spacing}
+        samples, info = sample_seeded(denoiser, sampler, steps, shape, num, **grid, **common, **options)
+        return fid(samples), info["nfe"]
+
+    def peer_row(peer: str, nfe: int) -> tuple[float, int]:
+        samples, used = peer_samples(denoiser, peer, peer_steps(peer, nfe), starts(denoiser, shape, num, seed), seed)
+        return fid(samples), used
+
+    rows = {f"fokker {label}": (lambda n, spec=spec: fokker_row(*spec, n)) for label, spec in FOKKER.items()}
+    rows |= {f"diffusers {peer}": (lambda n, peer=peer: peer_row(peer, n)) for peer in PEERS}
+    for label, row in rows.items():
+        out["rows"][label] = {n: cache.get(label, n, lambda n=n, row=row: row(n)) for n in nfes}
         print(f"  {label}: {out['rows'][label]}", file=sys.stderr)
     return out
 
@@ -166,7 +209,10 @@ def section(result: dict, args, steps: int, command: str, date: str, conditions:
         "x0_hat far outside the data range). diffusers' schedulers clip the same way (DDIM's clip_sample; "
         "thresholding with sample_max_value 1 for DPM-Solver++ and UniPC; Euler and Heun cannot clip and are left "
         "out), get the process's own betas (trained_betas) and the trailing grid, and the "
-        "network at the fokker time of the noise level each asks for. A figure in parentheses is the NFE used "
+        "network at the fokker time of the noise level each asks for. fokker's [uniform] grid is diffusers' "
+        "trailing grid; an [optimized] row samples on the grid `fokker grid` computed for that sampler and step "
+        "count on this run (the Gaussian fitted to its training data; the clip is not part of that model). A "
+        "figure in parentheses is the NFE used "
         "where it differs from the column's; bold: the best in the column.", "",
         *table(result["rows"], args.nfe), "",
         f"**Conclusion.** {conclusion(result, args.nfe)}", "",
@@ -181,6 +227,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--num", type=int, default=500, help="samples per setting (default: 500)")
     p.add_argument("--nfe", type=int, nargs="+", default=list(NFES), help="NFE budgets (default: 5 10 20)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--fresh", action="store_true", help="measure every row again (default: reuse RUN/sampler_fid.json)")
     p.add_argument("--write", action="store_true", help=f"write the '{SECTION}' section into docs/benchmarks.md")
     args = p.parse_args(argv)
     args.nfe = tuple(args.nfe)
@@ -189,9 +236,11 @@ def main(argv: list[str] | None = None) -> None:
     before = load()
     run = trained(args.runs, "mnist", "mnist", args.minutes, [])
     start = time.time()
-    result = measure(run, args.num, args.seed, args.nfe)
+    result = measure(run, args.num, args.seed, args.nfe, args.fresh)
     steps = _trained_steps(run)
     conditions = f"{before} before the run, {load()} after; {time.time() - start:.0f} s of sampling and scoring"
+    if result["cache"].reused:
+        conditions += "; rows reused from RUN/sampler_fid.json, measured " + ", ".join(sorted(result["cache"].reused))
     publish(SECTION, section(result, args, steps, command, date, conditions), args.write)
 
 

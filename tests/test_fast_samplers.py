@@ -167,6 +167,28 @@ def test_whole_grid_reaches_the_data(method, process_name):
     assert single.dtype == torch.float32 and relative_error(single, x) < 1e-4
 
 
+FOLDED = ["dpmpp_2m", "dpmpp_3m", "dpmpp_2s", "dpmpp_2m_sde", "deis", "unipc"]
+
+
+@pytest.mark.parametrize("prediction", ["eps", "x0", "v", "score"])
+@pytest.mark.parametrize("process_name", ["vp-cosine-discrete", "ve", "subvp"])
+@pytest.mark.parametrize("sampler", FOLDED)
+def test_folded_steps_equal_the_explicit_ones(sampler, process_name, prediction):
+    """Without a corrector, clip or callback a step is one combination of the raw outputs and the states they
+    were evaluated at (exponential._run_folded); with a callback the loop forms x0_hat and eps_hat and combines
+    them (the module docstring's form). Both give the same samples, on a grid whose last time is above 0 and on
+    one that ends at 0, for every prediction type, on a non-Gaussian target (float64, same noise)."""
+    process = PROCESSES[process_name]
+    target = GaussianMixture.unequal_2d()
+    d = exact_denoiser(target, process, prediction=prediction)
+    x_T = process.prior_std * torch.randn(256, 2, generator=torch.Generator().manual_seed(3), dtype=F64)
+    options = {"corrector": "none"} if sampler == "unipc" else {}
+    for times in (time_grid(process, 9, "log_snr"), time_grid(process, 9, "karras")[:-1]):
+        run = lambda **kw: get_sampler(sampler)(d, x_T, times, generator=torch.Generator().manual_seed(1), **kw)[0]  # noqa: E731
+        folded, explicit = run(**options), run(**options, callback=lambda k, x, x0: None)
+        assert relative_error(folded, explicit) < 1e-12
+
+
 def test_final_step_is_tweedie():
     """The step onto t = 0 returns x0_hat at the last time, with no extra evaluation: on a one-step grid every
     method is x0_hat(x_1, 1)."""

@@ -7,6 +7,7 @@ continuous) and run by the loop of samplers/exponential.py. The first-order step
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -47,18 +48,23 @@ def dpmpp_multistep(grid: Grid, k: int, order: int, stochastic: bool = False) ->
     if order == 2:  # D1 = (D_0 - D_1) / r0, midpoint form: c0 (D_0 + D1 / 2)
         return Update(a, (c0 * (1 + 0.5 / r0), -c0 * 0.5 / r0), std)
     r1 = _ratio(grid, k, 2)
-    d1_0 = torch.tensor([1.0, -1.0, 0.0], dtype=torch.float64) / r0
-    d1_1 = torch.tensor([0.0, 1.0, -1.0], dtype=torch.float64) / r1
-    d1 = d1_0 + r0 / (r0 + r1) * (d1_0 - d1_1)
-    d2 = (d1_0 - d1_1) / (r0 + r1)
     if stochastic:
         raise ValueError("SDE-DPM-Solver++ is implemented to second order")
+    d1_0 = (1 / r0, -1 / r0, 0.0)  # (D_0 - D_1) / r0 and (D_1 - D_2) / r1, as weights on (D_0, D_1, D_2)
+    d1_1 = (0.0, 1 / r1, -1 / r1)
+    d1 = [u + r0 / (r0 + r1) * (u - v) for u, v in zip(d1_0, d1_1, strict=True)]
+    d2 = [(u - v) / (r0 + r1) for u, v in zip(d1_0, d1_1, strict=True)]
     c1 = alpha_s * (math.expm1(-h) / h + 1)
     c2 = alpha_s * (1 - 2 * (math.expm1(-h) + h) / h**2)  # twice the reference code's (see the docstring)
-    weights = c0 * torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64) + c1 * d1 + c2 * d2
-    return Update(a, tuple(weights.tolist()), std)
+    return Update(a, tuple(c0 * (i == 0) + c1 * u + c2 * v for i, (u, v) in enumerate(zip(d1, d2, strict=True))), std)
 
 
+def dpmpp_sde_multistep(grid: Grid, k: int, order: int) -> Update:
+    """SDE-DPM-Solver++(2M)'s step: `dpmpp_multistep` with `stochastic`."""
+    return dpmpp_multistep(grid, k, order, stochastic=True)
+
+
+@functools.cache
 def dpmpp_singlestep(steps: int, lands_on_zero: bool) -> Predictor:
     """DPM-Solver++(2S) (Lu et al. 2022b, Alg. 1) on pairs of grid steps: from x_k, a first-order step to
     the stage t_k+1 gives u, evaluated there; then from x_k again, with h = lambda_k+2 - lambda_k and r =
@@ -133,8 +139,4 @@ def dpmpp_2m_sde(
     """SDE-DPM-Solver++(2M) (Lu et al. 2022b, sec. 5; diffusers' sde-dpmsolver++ with the midpoint form):
     second-order multistep on the reverse SDE in log-SNR, NFE = steps. Its first-order step is the DDPM
     posterior step (beta-tilde) between the two times."""
-
-    def predictor(grid: Grid, k: int, order: int) -> Update:
-        return dpmpp_multistep(grid, k, order, stochastic=True)
-
-    return run_multistep(denoiser, x, times, call, predictor, 2)
+    return run_multistep(denoiser, x, times, call, dpmpp_sde_multistep, 2)

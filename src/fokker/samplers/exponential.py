@@ -21,6 +21,7 @@ final step to the data, as DDPM and DDIM do). A grid that ends above 0 ends on t
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
@@ -38,13 +39,26 @@ BASES = ("x0", "eps")
 
 class Grid(NamedTuple):
     """The grid's times and, at each, alpha, sigma, lambda = log(alpha / sigma) and rho = sigma / alpha, as
-    python floats (lambda = inf and rho = 0 where sigma = 0)."""
+    tuples of python floats (lambda = inf and rho = 0 where sigma = 0); hashable, so plans are cached by it."""
 
-    t: list[float]
-    alpha: list[float]
-    sigma: list[float]
-    lam: list[float]
-    rho: list[float]
+    t: tuple[float, ...]
+    alpha: tuple[float, ...]
+    sigma: tuple[float, ...]
+    lam: tuple[float, ...]
+    rho: tuple[float, ...]
+
+
+Folds = dict[str, tuple[tuple[float, float], ...]]
+
+
+@functools.lru_cache(maxsize=64)
+def fold_table(grid: Grid, prediction: str) -> Folds:
+    """Per basis ("x0", "eps") and grid time, (fx, fo) with x0_hat (or eps_hat) = fx x + fo out for a network
+    that predicts `prediction` (`linear_coefficients`)."""
+    alpha, sigma = torch.tensor(grid.alpha, dtype=torch.float64), torch.tensor(grid.sigma, dtype=torch.float64)
+    table = [c.tolist() if isinstance(c, torch.Tensor) else [c] * len(grid.t)
+             for c in linear_coefficients(alpha, sigma, prediction)]  # fmt: skip
+    return {b: tuple(zip(u, v, strict=True)) for b, (u, v) in zip(BASES, (table[:2], table[2:]), strict=True)}
 
 
 def grid_of(denoiser: Denoiser, times: torch.Tensor) -> Grid:
@@ -52,7 +66,7 @@ def grid_of(denoiser: Denoiser, times: torch.Tensor) -> Grid:
     process = denoiser.process
     alpha, sigma = process.alpha(times), process.sigma(times)
     lam = torch.where(sigma > 0, torch.log(alpha) - torch.log(sigma), math.inf)
-    return Grid(times.tolist(), alpha.tolist(), sigma.tolist(), lam.tolist(), (sigma / alpha).tolist())
+    return Grid(*(tuple(c.tolist()) for c in (times, alpha, sigma, lam, sigma / alpha)))
 
 
 class Update(NamedTuple):
@@ -89,11 +103,7 @@ class _Evaluator:
     def __init__(self, denoiser: Denoiser, x: torch.Tensor, times: torch.Tensor, grid: Grid):
         self.denoiser, self.grid = denoiser, grid
         self.conds = conditionings(denoiser, times, x)
-        alpha, sigma = denoiser.process.alpha(times), denoiser.process.sigma(times)
-        table = [c.tolist() if isinstance(c, torch.Tensor) else [c] * len(times) for c in
-                 linear_coefficients(alpha, sigma, denoiser.prediction)]  # fmt: skip
-        pairs = [list(zip(a, b, strict=True)) for a, b in (table[:2], table[2:])]
-        self.folds = dict(zip(BASES, pairs, strict=True))
+        self.folds = fold_table(grid, denoiser.prediction)
 
     def __call__(self, x: torch.Tensor, k: int, model_kwargs: dict, bases: set[str]) -> dict[str, torch.Tensor]:
         d, g = self.denoiser, self.grid
@@ -118,6 +128,78 @@ def _combine(update: Update, x: torch.Tensor, history: Sequence[torch.Tensor]) -
     return out
 
 
+Plan = tuple[list[Update | None], list[Update | None]]
+
+
+@functools.lru_cache(maxsize=64)
+def plan(grid: Grid, predictor: Predictor, order: int, corrector: Corrector | None) -> Plan:
+    """Every step's predictor Update (None for the step onto t = 0, which returns x0_hat) and corrector Update
+    (None where there is none: the last state before the data needs no correction), at the orders of
+    `step_orders`. Cached by grid and method, so the batches of one sampling run compute it once; predictors
+    and correctors are module-level functions or cached factories, so equal methods are the same object."""
+    steps, lands_on_zero = len(grid.t) - 1, grid.t[-1] == 0
+    orders = step_orders(steps, order, lands_on_zero)
+    predictions = [predictor(grid, k, p) if p > 0 else None for k, p in enumerate(orders)]
+    last_corrected = steps - 2 if lands_on_zero else steps - 1
+    corrections = [corrector(grid, k, p) if corrector is not None and k < last_corrected else None
+                   for k, p in enumerate(orders)]  # fmt: skip
+    return predictions, corrections
+
+
+Term = tuple[bool, int, float]  # (a network output? else a state, how many evaluations back, its weight)
+
+
+def folded_terms(update: Update | None, k: int, folds: Folds) -> list[Term]:
+    """Step k's update as a combination of the raw network outputs out_k-j and the states x_k-j they were
+    evaluated at: each D_k-j = fx x_k-j + fo out_k-j (`folds`, from `linear_coefficients`) substituted into
+    x_new = a x + sum_j w_j D_k-j (the start x_k, or x_k-1 `from_previous`), equal terms merged and zero
+    weights dropped. The step onto t = 0 (update None) is x0_hat_k = fx x_k + fo out_k."""
+    if update is None:
+        update = Update(0.0, (1.0,))
+    weights: dict[tuple[bool, int], float] = {(False, int(update.from_previous)): update.a}
+    for j, w in enumerate(update.weights):
+        fx, fo = folds[update.basis][k - j]
+        weights[False, j] = weights.get((False, j), 0.0) + w * fx
+        weights[True, j] = weights.get((True, j), 0.0) + w * fo
+    return [(is_out, j, w) for (is_out, j), w in weights.items() if w != 0]
+
+
+@functools.lru_cache(maxsize=64)
+def folded_plan(grid: Grid, predictor: Predictor, order: int, prediction: str) -> tuple[list, list[float], int]:
+    """Without a corrector: every step's `folded_terms`, its noise std, and how many evaluations back the
+    terms reach (cached like `plan`)."""
+    folds = fold_table(grid, prediction)
+    predictions, _ = plan(grid, predictor, order, None)
+    terms = [folded_terms(u, k, folds) for k, u in enumerate(predictions)]
+    noise = [0.0 if u is None else u.std for u in predictions]
+    return terms, noise, 1 + max((j for step in terms for _, j, _ in step), default=0)
+
+
+def _run_folded(
+    denoiser: Denoiser, x: torch.Tensor, times: torch.Tensor, grid: Grid, call: SamplerCall, predictor, order: int
+) -> torch.Tensor:
+    """The multistep loop without a corrector, clipping or callback: each step is one network evaluation and
+    the combination of `folded_terms`, its coefficients computed before the loop, so no x0_hat or eps_hat
+    is formed (a 2M step on an eps-predicting network: four tensor operations)."""
+    plans, noise, keep = folded_plan(grid, predictor, order, denoiser.prediction)
+    t, conds, kwargs = grid.t, conditionings(denoiser, times, x), call.model_kwargs
+    states: list[torch.Tensor] = []
+    outs: list[torch.Tensor] = []
+    for k in tqdm(range(len(plans)), leave=False) if call.progress else range(len(plans)):
+        states.insert(0, x)
+        outs.insert(0, denoiser.raw_and_variance(x, t[k], conds[k], **kwargs)[0])
+        del states[keep:], outs[keep:]
+        (first, j, w), *rest = plans[k]
+        x = (outs if first else states)[j] * w
+        for is_out, j, w in rest:
+            x.add_((outs if is_out else states)[j], alpha=w)
+        if noise[k] > 0:
+            x.add_(randn(x.shape, call.generator, device=x.device, dtype=x.dtype), alpha=noise[k])
+        if call.constraint is not None and t[k + 1] > 0:
+            x = call.constraint(x, t[k + 1])
+    return x
+
+
 @torch.no_grad()
 def run_multistep(
     denoiser: Denoiser,
@@ -131,14 +213,14 @@ def run_multistep(
     """The multistep loop of the module docstring: each step evaluates the model at (x_k, t_k) once; with a
     corrector, that evaluation first corrects x_k (from x_k-1 and the history) and is kept as step k's own.
     call.constraint(x, s) follows each predicted and each corrected state at s > 0; callback(k, x, x0_hat)
-    ends each step. Returns (x, {"nfe", "steps"})."""
+    ends each step. Without a corrector, clipping or callback the steps run folded (`_run_folded`). Returns
+    (x, {"nfe", "steps"})."""
     grid, steps = grid_of(denoiser, times), len(times) - 1
-    lands_on_zero = bool(times[-1] == 0)
-    orders = step_orders(steps, order, lands_on_zero)
-    predictions = [predictor(grid, k, p) if p > 0 else None for k, p in enumerate(orders)]
-    last_corrected = steps - 2 if lands_on_zero else steps - 1  # the state x0_hat replaces needs no correction
-    corrections = [corrector(grid, k, p) if corrector is not None and k < last_corrected else None
-                   for k, p in enumerate(orders)]  # fmt: skip
+    nfe0 = denoiser.nfe
+    if corrector is None and denoiser.clip is None and call.callback is None:
+        x = _run_folded(denoiser, x, times, grid, call, predictor, order)
+        return x, {"nfe": denoiser.nfe - nfe0, "steps": steps}
+    predictions, corrections = plan(grid, predictor, order, corrector)
     # x0_hat is formed only where something reads it: the corrector, the callback, the step onto t = 0
     bases = {u.basis for u in predictions if u is not None}
     if corrector is not None or call.callback is not None:
@@ -146,7 +228,7 @@ def run_multistep(
     evaluate = _Evaluator(denoiser, x, times, grid)
     history: dict[str, list[torch.Tensor]] = {b: [] for b in bases}
     keep = max(order, 1) + 1
-    nfe0, x_prev = denoiser.nfe, None
+    x_prev = None
     for k in tqdm(range(steps), leave=False, disable=not call.progress):
         values = evaluate(x, k, call.model_kwargs, bases if predictions[k] is not None else bases | {"x0"})
         if k > 0 and corrections[k - 1] is not None:

@@ -11,6 +11,7 @@ or e^-h - 1 ("bh2"). The evaluation at the predicted x_k+1 is kept as step k + 1
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -73,6 +74,7 @@ def _base(grid: Grid, k: int, h: float) -> tuple[float, float]:
     return grid.sigma[k + 1] / grid.sigma[k], -grid.alpha[k + 1] * math.expm1(-h)
 
 
+@functools.cache
 def unip(b_h: str):
     """UniP-p, the predictor of the module docstring, over [x0_hat_k, x0_hat_k-1, ...]."""
 
@@ -89,6 +91,7 @@ def unip(b_h: str):
     return predictor
 
 
+@functools.cache
 def unic(b_h: str) -> Corrector:
     """UniC-p, the corrector of the module docstring, over [x0_hat(x_k+1 predicted), x0_hat_k, x0_hat_k-1, ...]."""
 
