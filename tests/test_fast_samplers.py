@@ -167,26 +167,40 @@ def test_whole_grid_reaches_the_data(method, process_name):
     assert single.dtype == torch.float32 and relative_error(single, x) < 1e-4
 
 
-FOLDED = ["dpmpp_2m", "dpmpp_3m", "dpmpp_2s", "dpmpp_2m_sde", "deis", "unipc"]
+FOLDED = {
+    "dpmpp_2m": ("dpmpp_2m", {}),
+    "dpmpp_3m": ("dpmpp_3m", {}),
+    "dpmpp_2s": ("dpmpp_2s", {}),
+    "dpmpp_2m_sde": ("dpmpp_2m_sde", {}),
+    "deis": ("deis", {}),
+    "unip": ("unipc", {"corrector": "none"}),
+    "unipc-2": ("unipc", {}),
+    "unipc-3-bh1": ("unipc", {"order": 3, "b_h": "bh1"}),
+    "dpmpp_3m+unic": ("dpmpp_3m", {"corrector": "unic"}),
+    "deis+unic": ("deis", {"corrector": "unic"}),
+}
 
 
 @pytest.mark.parametrize("prediction", ["eps", "x0", "v", "score"])
 @pytest.mark.parametrize("process_name", ["vp-cosine-discrete", "ve", "subvp"])
-@pytest.mark.parametrize("sampler", FOLDED)
-def test_folded_steps_equal_the_explicit_ones(sampler, process_name, prediction):
-    """Without a corrector, clip or callback a step is one combination of the raw outputs and the states they
-    were evaluated at (exponential._run_folded); with a callback the loop forms x0_hat and eps_hat and combines
-    them (the module docstring's form). Both give the same samples, on a grid whose last time is above 0 and on
-    one that ends at 0, for every prediction type, on a non-Gaussian target (float64, same noise)."""
+@pytest.mark.parametrize("method", FOLDED)
+def test_folded_steps_equal_the_explicit_ones(method, process_name, prediction):
+    """Without a clip or callback a step is one combination of the raw outputs and the states they were
+    evaluated at, a corrected state eliminated (exponential.folded_plan); with a callback the loop forms
+    x0_hat, eps_hat and the corrected states (the module docstring's form). Both give the same samples, on a
+    grid whose last time is above 0 and on one that ends at 0, for every prediction type, on a non-Gaussian
+    target (float64, same noise)."""
+    sampler, options = FOLDED[method]
     process = PROCESSES[process_name]
     target = GaussianMixture.unequal_2d()
     d = exact_denoiser(target, process, prediction=prediction)
     x_T = process.prior_std * torch.randn(256, 2, generator=torch.Generator().manual_seed(3), dtype=F64)
-    options = {"corrector": "none"} if sampler == "unipc" else {}
     for times in (time_grid(process, 9, "log_snr"), time_grid(process, 9, "karras")[:-1]):
-        run = lambda **kw: get_sampler(sampler)(d, x_T, times, generator=torch.Generator().manual_seed(1), **kw)[0]  # noqa: E731
-        folded, explicit = run(**options), run(**options, callback=lambda k, x, x0: None)
-        assert relative_error(folded, explicit) < 1e-12
+        runs = [
+            get_sampler(sampler)(d, x_T, times, generator=torch.Generator().manual_seed(1), **options, **extra)[0]
+            for extra in ({}, {"callback": lambda k, x, x0: None})
+        ]
+        assert relative_error(*runs) < 1e-12
 
 
 def test_final_step_is_tweedie():

@@ -147,41 +147,62 @@ def plan(grid: Grid, predictor: Predictor, order: int, corrector: Corrector | No
 
 
 Term = tuple[bool, int, float]  # (a network output? else a state, how many evaluations back, its weight)
+Expr = dict[tuple[bool, int], float]  # (a network output? else a state, evaluation index) -> coefficient
 
 
-def folded_terms(update: Update | None, k: int, folds: Folds) -> list[Term]:
-    """Step k's update as a combination of the raw network outputs out_k-j and the states x_k-j they were
-    evaluated at: each D_k-j = fx x_k-j + fo out_k-j (`folds`, from `linear_coefficients`) substituted into
-    x_new = a x + sum_j w_j D_k-j (the start x_k, or x_k-1 `from_previous`), equal terms merged and zero
-    weights dropped. The step onto t = 0 (update None) is x0_hat_k = fx x_k + fo out_k."""
-    if update is None:
-        update = Update(0.0, (1.0,))
-    weights: dict[tuple[bool, int], float] = {(False, int(update.from_previous)): update.a}
-    for j, w in enumerate(update.weights):
-        fx, fo = folds[update.basis][k - j]
-        weights[False, j] = weights.get((False, j), 0.0) + w * fx
-        weights[True, j] = weights.get((True, j), 0.0) + w * fo
-    return [(is_out, j, w) for (is_out, j), w in weights.items() if w != 0]
+def _linear(a: float, start: Expr, update: Update, k: int, folds: Folds) -> Expr:
+    """a start + sum_i w_i D_k-i, with D_j = fx x_j + fo out_j (x_j the state evaluated at j, out_j the raw
+    output there; `folds`), as coefficients on those tensors."""
+    expr = {key: a * v for key, v in start.items()}
+    for i, w in enumerate(update.weights):
+        fx, fo = folds[update.basis][k - i]
+        for key, v in (((False, k - i), fx), ((True, k - i), fo)):
+            expr[key] = expr.get(key, 0.0) + w * v
+    return expr
 
 
 @functools.lru_cache(maxsize=64)
-def folded_plan(grid: Grid, predictor: Predictor, order: int, prediction: str) -> tuple[list, list[float], int]:
-    """Without a corrector: every step's `folded_terms`, its noise std, and how many evaluations back the
-    terms reach (cached like `plan`)."""
+def folded_plan(
+    grid: Grid, predictor: Predictor, order: int, corrector: Corrector | None, prediction: str
+) -> tuple[list[list[Term]], list[float], int]:
+    """`plan` with every step written as one combination of the raw outputs out_k-j and the states x_k-j they
+    were evaluated at (the predicted states), so that neither x0_hat, eps_hat nor a corrected state is ever
+    formed: (terms per step, noise std per step, how many evaluations back the terms reach); cached like `plan`.
+
+    A corrected state x_k^c = a_c x_k-1^c + sum C M (the corrector's Update) needs x_k-1^c, the start of the
+    prediction x_k = a_p x_k-1^c + R_k-1 that was evaluated at k, so x_k-1^c = (x_k - R_k-1) / a_p: every
+    expression stays within the last order + 2 evaluations."""
     folds = fold_table(grid, prediction)
-    predictions, _ = plan(grid, predictor, order, None)
-    terms = [folded_terms(u, k, folds) for k, u in enumerate(predictions)]
+    predictions, corrections = plan(grid, predictor, order, corrector)
+    plans, start_prev, rest_prev = [], {}, {}
+    for k, update in enumerate(predictions):
+        start = {(False, k): 1.0}  # x_k as evaluated
+        if k > 0 and corrections[k - 1] is not None:
+            a_p = predictions[k - 1].a
+            x_prev = {key: -v / a_p for key, v in rest_prev.items()}
+            x_prev[False, k] = x_prev.get((False, k), 0.0) + 1 / a_p
+            start = _linear(corrections[k - 1].a, x_prev, corrections[k - 1], k, folds)
+        if update is None:  # the step onto t = 0: x0_hat_k
+            expr = _linear(0.0, {}, Update(0.0, (1.0,)), k, folds)
+        else:
+            rest_prev = _linear(0.0, {}, update, k, folds)
+            expr = dict(rest_prev)
+            base = start_prev if update.from_previous else start
+            for key, v in base.items():
+                expr[key] = expr.get(key, 0.0) + update.a * v
+        start_prev = start
+        plans.append([(is_out, k - j, w) for (is_out, j), w in expr.items() if w != 0])
     noise = [0.0 if u is None else u.std for u in predictions]
-    return terms, noise, 1 + max((j for step in terms for _, j, _ in step), default=0)
+    return plans, noise, 1 + max((back for step in plans for _, back, _ in step), default=0)
 
 
 def _run_folded(
-    denoiser: Denoiser, x: torch.Tensor, times: torch.Tensor, grid: Grid, call: SamplerCall, predictor, order: int
+    denoiser: Denoiser, x: torch.Tensor, times: torch.Tensor, grid: Grid, call: SamplerCall, method: tuple
 ) -> torch.Tensor:
-    """The multistep loop without a corrector, clipping or callback: each step is one network evaluation and
-    the combination of `folded_terms`, its coefficients computed before the loop, so no x0_hat or eps_hat
-    is formed (a 2M step on an eps-predicting network: four tensor operations)."""
-    plans, noise, keep = folded_plan(grid, predictor, order, denoiser.prediction)
+    """The multistep loop without clipping or a callback (and, with a corrector, without a constraint): each
+    step is one network evaluation and the combination of `folded_plan`, so no x0_hat, eps_hat or corrected
+    state is formed (a 2M step on an eps-predicting network: four tensor operations; UniPC-2's: six)."""
+    plans, noise, keep = folded_plan(grid, *method, denoiser.prediction)
     t, conds, kwargs = grid.t, conditionings(denoiser, times, x), call.model_kwargs
     states: list[torch.Tensor] = []
     outs: list[torch.Tensor] = []
@@ -213,12 +234,13 @@ def run_multistep(
     """The multistep loop of the module docstring: each step evaluates the model at (x_k, t_k) once; with a
     corrector, that evaluation first corrects x_k (from x_k-1 and the history) and is kept as step k's own.
     call.constraint(x, s) follows each predicted and each corrected state at s > 0; callback(k, x, x0_hat)
-    ends each step. Without a corrector, clipping or callback the steps run folded (`_run_folded`). Returns
+    ends each step. Without clipping or callback (and a constraint, with a corrector) the steps run folded
+    (`_run_folded`): the same arithmetic, regrouped. Returns
     (x, {"nfe", "steps"})."""
     grid, steps = grid_of(denoiser, times), len(times) - 1
     nfe0 = denoiser.nfe
-    if corrector is None and denoiser.clip is None and call.callback is None:
-        x = _run_folded(denoiser, x, times, grid, call, predictor, order)
+    if denoiser.clip is None and call.callback is None and (corrector is None or call.constraint is None):
+        x = _run_folded(denoiser, x, times, grid, call, (predictor, order, corrector))
         return x, {"nfe": denoiser.nfe - nfe0, "steps": steps}
     predictions, corrections = plan(grid, predictor, order, corrector)
     # x0_hat is formed only where something reads it: the corrector, the callback, the step onto t = 0
