@@ -178,6 +178,8 @@ FOLDED = {
     "unipc-3-bh1": ("unipc", {"order": 3, "b_h": "bh1"}),
     "dpmpp_3m+unic": ("dpmpp_3m", {"corrector": "unic"}),
     "deis+unic": ("deis", {"corrector": "unic"}),
+    "edm_heun": ("edm_heun", {}),
+    "edm": ("edm", {"s_churn": 10.0}),
 }
 
 
@@ -186,10 +188,10 @@ FOLDED = {
 @pytest.mark.parametrize("method", FOLDED)
 def test_folded_steps_equal_the_explicit_ones(method, process_name, prediction):
     """Without a clip or callback a step is one combination of the raw outputs and the states they were
-    evaluated at, a corrected state eliminated (exponential.folded_plan); with a callback the loop forms
-    x0_hat, eps_hat and the corrected states (the module docstring's form). Both give the same samples, on a
-    grid whose last time is above 0 and on one that ends at 0, for every prediction type, on a non-Gaussian
-    target (float64, same noise)."""
+    evaluated at, a corrected state eliminated (exponential.folded_plan; EDM's Heun step likewise); with a
+    callback the loop forms x0_hat, eps_hat and the corrected states (the module docstring's form). Both give
+    the same samples, on a grid whose last time is above 0 and on one that ends at 0, for every prediction
+    type, on a non-Gaussian target (float64, same noise)."""
     sampler, options = FOLDED[method]
     process = PROCESSES[process_name]
     target = GaussianMixture.unequal_2d()

@@ -21,7 +21,7 @@ from typing import NamedTuple
 import torch
 from tqdm.auto import tqdm
 
-from fokker.denoiser import Denoiser
+from fokker.denoiser import Denoiser, linear_coefficients
 from fokker.errors import UserError
 from fokker.noise import randn
 from fokker.samplers.grid import noise_ratio, times_at_log_snr
@@ -46,6 +46,15 @@ class Step(NamedTuple):
     noise: float  # alpha_hat sqrt(r_hat^2 - r^2) s_noise; 0 without churn
     half: float  # h / 2, h = alpha_s (r_s - r_hat): Heun's correction is half (eps_hat(x_s, s) - eps_hat)
     correct: bool  # whether the correction can be evaluated (sigma_s > 0); the step onto t = 0 never corrects
+    # the same step on the raw outputs (x0_hat = a0 x + b0 out, eps_hat = a1 x + b1 out, `linear_coefficients`):
+    # x_s = euler_x x + euler_out out (x0_hat at s = 0), then x' = heun_s x_s + heun_out_s out_s + heun_x x
+    # + heun_out out, i.e. x_s + half (eps_hat(x_s, s) - eps_hat(x, t_hat))
+    euler_x: float
+    euler_out: float
+    heun_s: float
+    heun_out_s: float
+    heun_x: float
+    heun_out: float
 
 
 def churn_gammas(ratios: torch.Tensor, s_churn: float, s_tmin: float, s_tmax: float, steps: int) -> torch.Tensor:
@@ -74,7 +83,14 @@ def edm_table(
     lift = torch.where(churned, alpha_hat / alpha_t, 1.0)
     half = (sigma_s - alpha_s * r_hat) / 2
     correct = (s > 0) & (sigma_s > 0)
-    columns = (t_hat, s, alpha_hat, sigma_hat, alpha_s, sigma_s, lift, noise, half, correct)
+    a0, b0, a1, b1 = linear_coefficients(alpha_hat, sigma_hat, denoiser.prediction)
+    a1_s, b1_s = linear_coefficients(alpha_s, sigma_s, denoiser.prediction)[2:]
+    final = s == 0
+    euler_x = torch.where(final, a0, alpha_s * a0 + sigma_s * a1)
+    euler_out = torch.where(final, b0, alpha_s * b0 + sigma_s * b1)
+    heun = (1 + half * a1_s, half * b1_s, -half * a1, -half * b1)
+    heun = [torch.as_tensor(c, dtype=torch.float64).expand(len(s)) for c in heun]
+    columns = (t_hat, s, alpha_hat, sigma_hat, alpha_s, sigma_s, lift, noise, half, correct, euler_x, euler_out, *heun)
     rows = zip(*(c.tolist() for c in columns), strict=True)
     conds = zip(conditionings(denoiser, t_hat, x), conditionings(denoiser, s, x), strict=True)
     return [Step(row[0], row[1], *cond, *row[2:]) for cond, row in zip(conds, rows, strict=True)]
@@ -84,16 +100,30 @@ def edm_table(
 def run_edm(denoiser: Denoiser, x: torch.Tensor, steps: list[Step], call: SamplerCall) -> tuple[torch.Tensor, dict]:
     """Karras et al. 2022, Alg. 2 (Alg. 1 without churn) in x (the module docstring's step):
 
-    for step in steps:
-        x = lift x + noise z                                          # the churn, if any
+    for step in steps:                                                # (folded on the raw outputs without
+        x = lift x + noise z                                          #  clip or callback: four tensor operations
+                                                                      #  per Heun step of an eps network)
         x0, eps = denoiser.predict(x, t_hat)
         x_s = alpha_s x0 + sigma_s eps                                # Euler in r; x0 at s = 0
         x_s = x_s + half (denoiser.predict(x_s, s).eps - eps)         # Heun, where sigma_s > 0"""
     nfe0, kw = denoiser.nfe, call.model_kwargs
+    folded = denoiser.clip is None and call.callback is None
     for k, st in enumerate(tqdm(steps, leave=False) if call.progress else steps):
         if st.noise:
             z = randn(x.shape, call.generator, device=x.device, dtype=x.dtype)
             x = torch.add(x * st.lift, z, alpha=st.noise)
+        if folded:  # the same step on the raw outputs, x0_hat and eps_hat never formed
+            out = denoiser.raw_and_variance(x, st.t_hat, st.cond_hat, **kw)[0]
+            x_s = torch.add(x * st.euler_x, out, alpha=st.euler_out)
+            if st.correct:
+                out_s = denoiser.raw_and_variance(x_s, st.s, st.cond_s, **kw)[0]
+                x_s = torch.add(x_s * st.heun_s, out_s, alpha=st.heun_out_s).add_(out, alpha=st.heun_out)
+                if st.heun_x:
+                    x_s.add_(x, alpha=st.heun_x)
+            x = x_s
+            if call.constraint is not None and st.s > 0:
+                x = call.constraint(x, st.s)
+            continue
         x0, eps = denoiser.predict(x, st.t_hat, alpha=st.alpha_hat, sigma=st.sigma_hat, cond=st.cond_hat, **kw)
         if st.s == 0:
             x = x0
