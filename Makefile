@@ -1,5 +1,5 @@
 # Two entry points: `make demo` (set up, train on MNIST for ~10 CPU minutes, sample, picture + metrics)
-# with the preset's sampler (SDE-DPM-Solver++ 2M, 20 steps), and `make test` (set up, run the whole test suite). Both create .venv on first use.
+# with the preset's sampler (SDE-DPM-Solver++ 2M, 10 steps), and `make test` (set up, run the whole test suite). Both create .venv on first use.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 FOKKER := $(VENV)/bin/fokker
