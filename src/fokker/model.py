@@ -102,6 +102,11 @@ def denoiser_for(network: nn.Module, config: RunConfig) -> Denoiser:
     clip = tuple(m.clip) if m.clip is not None else None
     process = process_from_config(config.process)
     classes = m.network.get("num_classes") if m.conditional else None
+    if m.parameterisation == "consistency":
+        from fokker.distill.consistency_model import SIGMA_DATA, ConsistencyDenoiser
+
+        sigma_data = SIGMA_DATA if m.sigma_data is None else m.sigma_data
+        return ConsistencyDenoiser(network, process, m.prediction, clip, m.conditioning, classes, sigma_data)
     return Denoiser(network, process, m.prediction, clip, m.conditioning, m.variance, classes)
 
 

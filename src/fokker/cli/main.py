@@ -7,7 +7,7 @@ import argparse
 import sys
 import warnings
 
-from fokker.cli import colorize, grid, inpaint, interpolate, likelihood, sample, train
+from fokker.cli import colorize, distill, grid, inpaint, interpolate, likelihood, sample, train
 from fokker.cli import eval as eval_command
 from fokker.cli.flags import FORMATTER
 from fokker.errors import FokkerWarning, UserError
@@ -16,6 +16,7 @@ MAIN_EXAMPLE = """examples:
   fokker train --preset toy --steps 2000 --out runs/moons
   fokker sample --checkpoint runs/moons --num 2000 --out moons.png
   fokker eval --checkpoint runs/moons --steps 10 50 --num 2000     (metrics and a report)
+  fokker distill --checkpoint runs/mnist --method progressive --to-steps 4 --minutes 15 --out runs/pd4
   fokker grid --checkpoint runs/mnist --sampler dpmpp_2m --steps 10   (then sample with --spacing optimized)
   fokker likelihood --checkpoint runs/moons --method vlb --num 500  (bits/dim; --method ode for the ODE)
   fokker inpaint --checkpoint runs/mnist --index 7 --mask center --scheme repaint   (fill in a hole)
@@ -24,6 +25,7 @@ MAIN_EXAMPLE = """examples:
 # each command's module: add_parser(subparsers) and run(args) -> exit status
 COMMANDS = {
     "train": train,
+    "distill": distill,
     "sample": sample,
     "grid": grid,
     "eval": eval_command,

@@ -114,6 +114,7 @@ class RunConfig:
         from fokker.losses import BOUND_LOSSES, LOSS_TYPES
 
         loss, variance, T = self.train.loss, self.model.variance, self.process.get("T")
+        self._validate_parameterisation()
         if loss == "hybrid" and variance != "learned":
             raise UserError("train.loss hybrid trains a learned variance: set model.variance=learned")
         if variance == "learned" and loss not in BOUND_LOSSES:
@@ -131,6 +132,16 @@ class RunConfig:
 
             others = ", ".join(n for n, cls in LOSS_TYPES.items() if cls.task == "denoiser" and n not in BOUND_LOSSES)
             check_bound_grid(process_from_config(self.process), f"train.loss {loss}", f"use {others}")
+
+    def _validate_parameterisation(self) -> None:
+        """A distillation loss trains the parameterisation it is written for (fokker.distill.losses)."""
+        from fokker.losses import LOSS_TYPES, OPTION_LOSSES
+
+        if self.train.loss not in OPTION_LOSSES:
+            return
+        want = "consistency" if LOSS_TYPES[self.train.loss].consistency else "diffusion"
+        if self.model.parameterisation != want:
+            raise UserError(f"train.loss {self.train.loss} trains a {want} model: set model.parameterisation {want}")
 
 
 def _numbers(node: Any, path: str = "") -> Iterator[tuple[str, float]]:

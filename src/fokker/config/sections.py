@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 from fokker.errors import UserError
 
 MIXED_PRECISION = ("no", "fp16", "bf16")  # accelerate's mixed_precision values
+PARAMETERISATIONS = ("diffusion", "consistency")  # what model.parameterisation may be
 
 
 def require(value: Any, kind: type | tuple[type, ...], name: str, check: Any = None, expected: str = "") -> None:
@@ -88,6 +89,8 @@ class ModelSection(Section):
     variance: str = "fixed"
     conditional: bool = False
     clip: list[float] | None = None
+    parameterisation: str = "diffusion"  # or "consistency": f = c_skip x + c_out F (fokker.distill)
+    sigma_data: float | None = None  # a consistency model's sigma_data in c_skip (default 0.5)
     network: dict = field(default_factory=lambda: {"type": "mlp"})
 
     @property
@@ -105,6 +108,25 @@ class ModelSection(Section):
             raise UserError(f"bad value for model.variance: {self.variance!r}; expected {' or '.join(VARIANCES)}")
         if not isinstance(self.conditional, bool):
             raise UserError(f"bad value for model.conditional: {self.conditional!r}; expected true or false")
+        self._validate_parameterisation()
+
+    def _validate_parameterisation(self) -> None:
+        from fokker.distill.consistency_model import INNER_PREDICTIONS
+
+        if self.parameterisation not in PARAMETERISATIONS:
+            expected = " or ".join(PARAMETERISATIONS)
+            raise UserError(f"bad value for model.parameterisation: {self.parameterisation!r}; expected {expected}")
+        if self.parameterisation == "diffusion":
+            if self.sigma_data is not None:
+                raise UserError("model.sigma_data applies only to model.parameterisation consistency")
+            return
+        if self.sigma_data is not None:
+            require(self.sigma_data, (int, float), "model.sigma_data", lambda v: v > 0, "a positive number")
+        if self.prediction not in INNER_PREDICTIONS or self.variance != "fixed":
+            raise UserError(
+                f"a consistency model's network predicts {', '.join(INNER_PREDICTIONS)} with a fixed variance "
+                f"(here model.prediction {self.prediction}, model.variance {self.variance})"
+            )
 
 
 @dataclass
@@ -112,6 +134,7 @@ class TrainSection(Section):
     """The optimiser, the objective, the budget and the run folder's rhythm (fokker.train)."""
 
     section: ClassVar[str] = "train"
+    free_form: ClassVar[tuple[str, ...]] = ("loss_options",)
     batch_size: int = 128
     lr: float = 1e-3
     weight_decay: float = 0.0
@@ -124,6 +147,8 @@ class TrainSection(Section):
     p_uncond: float | None = None
     time_sampler: str = "uniform"
     loss_target: str | None = None
+    loss_options: dict = field(default_factory=dict)  # the fields of a distillation loss (fokker.distill.losses)
+    init: str | None = None  # a run folder (or .safetensors) whose weights a fresh run starts from
     steps: int | None = 2000
     minutes: float | None = None
     seed: int = 0
@@ -170,6 +195,25 @@ class TrainSection(Section):
         check_weighting(self.weighting)
         if self.time_sampler not in TIME_SAMPLERS:
             raise UserError(f"bad value for train.time_sampler: {self.time_sampler!r}; expected one of {TIME_SAMPLERS}")
+        self._validate_loss_options()
+
+    def _validate_loss_options(self) -> None:
+        from fokker.losses import OPTION_LOSSES, loss_from_section
+
+        if not isinstance(self.loss_options, dict):
+            raise UserError(f"bad value for train.loss_options: {self.loss_options!r}; expected a mapping")
+        if self.loss not in OPTION_LOSSES:
+            if self.loss_options:
+                raise UserError(f"train.loss_options apply only to train.loss {' or '.join(OPTION_LOSSES)}")
+            return
+        defaults = TrainSection()
+        for key in ("weighting", "loss_target", "hybrid_weight", "time_sampler"):
+            if getattr(self, key) != getattr(defaults, key):
+                raise UserError(
+                    f"train.{key} has no effect with train.loss {self.loss} (it draws its own times and weights; "
+                    "its options are train.loss_options)"
+                )
+        loss_from_section(self)
 
 
 @dataclass

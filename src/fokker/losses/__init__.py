@@ -23,6 +23,7 @@ With lambda = sigma^2, DSM is 1/2 L_simple.
 
 from __future__ import annotations
 
+import math
 from dataclasses import fields
 from typing import Any
 
@@ -49,6 +50,7 @@ __all__ = [
     "LOSSES",
     "LOSS_TYPES",
     "MAX_ISM_DIM",
+    "OPTION_LOSSES",
     "WEIGHTINGS",
     "CrossEntropyLoss",
     "DSMLoss",
@@ -62,6 +64,7 @@ __all__ = [
     "dsm_loss",
     "hybrid_loss",
     "ism_loss",
+    "loss_from_section",
     "score_weight",
     "simple_loss",
     "ssm_loss",
@@ -69,9 +72,13 @@ __all__ = [
     "vlb_loss",
 ]
 
+from fokker.distill.losses import DISTILL_LOSSES
+
 LOSS_TYPES: dict[str, type[Loss]] = {
-    cls.name: cls for cls in (SimpleLoss, DSMLoss, SSMLoss, ISMLoss, VLBLoss, HybridLoss, CrossEntropyLoss)
+    cls.name: cls
+    for cls in (SimpleLoss, DSMLoss, SSMLoss, ISMLoss, VLBLoss, HybridLoss, CrossEntropyLoss, *DISTILL_LOSSES)
 }  # name -> class
+OPTION_LOSSES = tuple(cls.name for cls in DISTILL_LOSSES)  # configured by train.loss_options (their fields)
 LOSSES = tuple(LOSS_TYPES)
 BOUND_LOSSES = tuple(name for name, cls in LOSS_TYPES.items() if cls.trains_variance)
 
@@ -92,6 +99,31 @@ def training_loss(
     options = {"weighting": weighting, "target": target, "levels": levels, "weight": hybrid_weight}
     cls = LOSS_TYPES[name]
     return cls(**{f.name: options[f.name] for f in fields(cls) if f.name in options})
+
+
+def loss_from_section(train: Any, levels: int | None = None) -> Loss:
+    """The loss a config's train section names, with its options: train.loss_options for a distillation loss
+    (OPTION_LOSSES; a curriculum's doubling_every from train.steps when not given), else `training_loss`."""
+    if train.loss not in OPTION_LOSSES:
+        return training_loss(train.loss, train.weighting, train.loss_target, levels, train.hybrid_weight)
+    cls = LOSS_TYPES[train.loss]
+    known = [f.name for f in fields(cls) if f.name != "step"]
+    options = dict(train.loss_options)
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise UserError(f"train.loss {train.loss} has no option {unknown[0]!r}; its options: {', '.join(known)}")
+    if "doubling_every" in known and options.get("doubling_every") is None and train.steps is not None:
+        options["doubling_every"] = default_doubling(cls, options, train.steps)
+    return cls(**options)
+
+
+def default_doubling(cls: type[Loss], options: dict, steps: int) -> int:
+    """The steps per stage of a curriculum spread over `steps`: iCT's K' = floor(K / (log2(s1 / s0) + 1))
+    (Song & Dhariwal 2023, eq. 6); ECT's 8 stages (Geng et al. 2024, sec. 4: d = K / 8)."""
+    if "s0" in {f.name for f in fields(cls)}:
+        s0, s1 = options.get("s0", 10), options.get("s1", 1280)
+        return max(1, int(steps // (math.log2(s1 / s0) + 1)))
+    return max(1, steps // 8)
 
 
 # One-call spellings: `draws` are the call's keywords t, noise, generator and model_kwargs (see `Loss`).

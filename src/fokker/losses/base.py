@@ -59,6 +59,10 @@ class Loss:
     def check(self, denoiser: Denoiser, x0: torch.Tensor) -> None:
         """A UserError for an option that does not fit this denoiser or data."""
 
+    def at_step(self, step: int) -> Loss:
+        """The loss at training step `step`: itself, or for one with a curriculum its state there."""
+        return self
+
     def per_example(
         self, denoiser: Denoiser, x0: torch.Tensor, t64: torch.Tensor, noise: torch.Tensor, generator, kw: dict
     ) -> torch.Tensor:

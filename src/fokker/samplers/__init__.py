@@ -10,6 +10,7 @@ from tqdm.auto import tqdm
 from fokker.denoiser import Denoiser
 from fokker.errors import UserError
 from fokker.noise import Generators, randn, seed_for, seeded_batches
+from fokker.samplers import consistency as _consistency  # noqa: F401  (registers "consistency")
 from fokker.samplers import ddpm as _ddpm  # noqa: F401  (registers "ddpm" and "ddim")
 from fokker.samplers import deis as _deis  # noqa: F401  (registers "deis")
 from fokker.samplers import dpm_solver as _dpm_solver  # noqa: F401  (registers "dpmpp_2m", "dpmpp_3m", ...)

@@ -22,11 +22,12 @@ from fokker.ema import EMA
 from fokker.errors import UserError
 from fokker.files import check_writable
 from fokker.labels import uses_labels
-from fokker.losses import training_loss
-from fokker.model import build_model, model_for, resolve_config
+from fokker.losses import loss_from_section
+from fokker.model import build_model, model_for, resolve_config, weights_path
 from fokker.timesteps import LossAwareSampler
 from fokker.train.collective import run_lock
 from fokker.train.state import TrainState
+from fokker.weights import load_strict, read_weights
 
 # what makes a folder a run that a fresh start must not overwrite: a checkpoint, exported weights (a folder
 # with only config.yaml, logs and pictures was stopped before its first checkpoint: it may start again)
@@ -94,10 +95,17 @@ def build_run(config: dict | RunConfig, out: Path, resume: bool, device: str, bu
     state.model, state.optimizer = acc.prepare(state.model, state.optimizer)
     data = dataset.data.to(acc.device)
     labels = dataset.labels.to(acc.device) if uses_labels(config) else None
-    tc = config.train
-    loss_fn = training_loss(tc.loss, tc.weighting, tc.loss_target, config.data.levels, tc.hybrid_weight)
+    loss_fn = loss_from_section(config.train, config.data.levels)
     denoiser = model_for(state.model, config)
     return Run(config, out, acc, dataset, data, labels, state, denoiser, loss_fn, lock, resume)
+
+
+def initialise(network: torch.nn.Module, source: str) -> None:
+    """Load the exported weights of the run (or .safetensors file) `source` into `network`: a distillation
+    student starts as its teacher. The networks must match (same model.network)."""
+    path = weights_path(source)
+    state, _ = read_weights(path)
+    load_strict(network, state, path)
 
 
 def new_state(config: RunConfig, acc: Accelerator) -> TrainState:
@@ -106,6 +114,8 @@ def new_state(config: RunConfig, acc: Accelerator) -> TrainState:
     tc = config.train
     torch.manual_seed(tc.seed)
     network, plain = build_model(config)
+    if tc.init is not None:
+        initialise(network, tc.init)
     optimizer = torch.optim.AdamW(network.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     warmup = max(tc.warmup, 1)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup))

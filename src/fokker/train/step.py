@@ -40,10 +40,11 @@ def batch_loss(run: Run, idx: torch.Tensor, kw: dict | None) -> torch.Tensor:
     """The mean loss of the examples `idx`: at uniform t, or at importance-sampled t with each loss
     reweighted by 1 / (T p_t); every process records the losses of all in the sampler's history."""
     times, gen, x0 = run.state.times, run.state.gen, run.data[idx]
+    loss_fn = run.loss_fn.at_step(run.state.step)
     if times is None:
-        return run.loss_fn(run.denoiser, x0, generator=gen, model_kwargs=kw).mean()
+        return loss_fn(run.denoiser, x0, generator=gen, model_kwargs=kw).mean()
     t, weights = times.sample(len(idx), gen, run.acc.device)
-    per_example = run.loss_fn(run.denoiser, x0, t=t, generator=gen, model_kwargs=kw)
+    per_example = loss_fn(run.denoiser, x0, t=t, generator=gen, model_kwargs=kw)
     loss = (per_example * weights).mean()
     times.update(*(gather(v.detach()) for v in (t, per_example)))
     return loss

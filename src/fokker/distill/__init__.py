@@ -1,0 +1,1 @@
+"""Few-step models: progressive distillation and consistency models (fokker.distill)."""
