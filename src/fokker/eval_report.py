@@ -43,8 +43,9 @@ def write_report(record: dict, checkpoint: str | Path, files: FileSet) -> None:
     lines += ["## Samples", ""]
     for r in record["runs"]:
         guide = f", {r['guide']}" if r.get("guide") else ""
+        model = f"{r['model']}: " if r.get("model") else ""
         lines += [
-            f"**{r['sampler']}, {r['steps']} steps{guide}** (NFE {r['nfe']})",
+            f"**{model}{r['sampler']}, {r['steps']} steps{guide}** (NFE {r['nfe']})",
             "",
             f"![{r['sampler']}]({r['picture']})",
             "",
@@ -62,11 +63,14 @@ def _metrics_table(record: dict, keys: list[str]) -> list[str]:
     """The Markdown table of the runs' metrics (with guide and label agreement when guided) and the floor."""
     guided = "agreement" in record["runs"][0]
     extra = ["classes_present"] if "classes_present" in record["floor"] else []
-    head = ["sampler", "steps", *(["guide"] if guided else []), "NFE", "seconds", *keys, *extra]
+    models = "model" in record["runs"][0]
+    head = [*(["model"] if models else []), "sampler", "steps", *(["guide"] if guided else []), "NFE", "seconds"]
+    head += [*keys, *extra]
     lines = ["| " + " | ".join(head + (["agreement"] if guided else [])) + " |"]
     lines.append("|" + "---|" * (len(head) + guided))
     for r in record["runs"]:
-        cells = [r["sampler"], str(r["steps"]), *([r["guide"]] if guided else []), str(r["nfe"]), f"{r['seconds']:.1f}"]
+        cells = [*([r["model"]] if models else []), r["sampler"], str(r["steps"]), *([r["guide"]] if guided else [])]
+        cells += [str(r["nfe"]), f"{r['seconds']:.1f}"]
         cells += [_fmt(r[k]) for k in keys + extra] + ([_fmt(r["agreement"])] if guided else [])
         lines.append("| " + " | ".join(cells) + " |")
     f = record["floor"]

@@ -74,12 +74,14 @@ def evaluate(
     options: dict | None = None,
     inception_weights: str | Path | None = None,
     guides: dict[str, Guidance] | None = None,
+    teacher: Teacher | None = None,
 ) -> dict:
     """Sample `num` per (sampler, steps), score each set, write OUT/metrics.json and OUT/report.md with
     pictures; samplers, steps or spacing left as None come from the run's sample config. With `guides` (name
     -> fokker.guidance.options.Guidance), each setting is sampled once per guide, sample i of class i % K,
-    and also scored by label agreement and per-class quality (fokker.metrics.classes). Returns the metrics
-    record (also in metrics.json)."""
+    and also scored by label agreement and per-class quality (fokker.metrics.classes). With `teacher` (a
+    distilled student's teacher, `Teacher`), the teacher's rows are scored the same way beside the checkpoint's,
+    every row then naming its "model". Returns the metrics record (also in metrics.json)."""
     options = options or {}
     grid = {k: v for k, v in (("steps", steps), ("spacing", spacing)) if v is not None}  # chosen explicitly
     denoiser, config = load_model(checkpoint, device)
@@ -105,6 +107,14 @@ def evaluate(
                     (samples[:64], None if labels is None else labels[:64]) if samples.dim() == 4 else (samples, labels)
                 )
                 shown[run["picture"]] = (*picture, title)
+    if teacher is not None:
+        if guides:
+            raise UserError("--teacher compares unguided samples; leave out the guidance flags")
+        for run in runs:
+            run["model"] = "student"
+        for run, samples, title in teacher.rows(config, scorer, num, seed, batch_size, device, progress):
+            runs.append(run)
+            shown[run["picture"]] = (samples[:64] if samples.dim() == 4 else samples, None, title)
     record = {
         "checkpoint": str(checkpoint),
         "data": config.data.name,
@@ -119,6 +129,31 @@ def evaluate(
     }
     _write(Path(out), record, shown, reference, checkpoint)
     return record
+
+
+@dataclass
+class Teacher:
+    """The teacher of a distilled checkpoint, evaluated beside it with its own sampler (default: its run's) at
+    each of `steps` (default: its run's sample.steps)."""
+
+    checkpoint: str | Path
+    sampler: str | None = None
+    steps: list[int] | None = None
+
+    def rows(self, student: RunConfig, scorer: Scorer, num: int, seed: int, batch_size: int, device, progress: bool):
+        """(row, samples, title) for each of the teacher's step counts, scored by the student's scorer."""
+        denoiser, config = load_model(self.checkpoint, device)
+        if config.data.name != student.data.name or config.data.shape != student.data.shape:
+            raise UserError(f"the teacher {self.checkpoint} was trained on other data ({config.data.name})")
+        name = self.sampler or config.sample.sampler
+        for n in self.steps or [config.sample.steps]:
+            check_request(denoiser, config, [name], [n], config.sample.spacing, {}, {})
+            run, samples = _sample_and_score(
+                denoiser, config, scorer, name, n, num, None, None, seed=seed, spacing=config.sample.spacing,
+                batch_size=batch_size, device=device, progress=progress, options={},
+            )  # fmt: skip
+            run |= {"model": "teacher", "picture": "teacher_" + run["picture"]}
+            yield run, samples, f"teacher: {name}, {n} steps"
 
 
 def check_request(

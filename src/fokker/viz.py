@@ -141,8 +141,10 @@ def metric_curves(runs: list[dict], keys: list[str], path: Path, floor: dict | N
 
 
 def _series(run: dict) -> str:
-    """The line of a run of `fokker eval` in a plot: its sampler, and its guide when guided."""
-    return run["sampler"] + (f" {run['guide']}" if run.get("guide") else "")
+    """The line of a run of `fokker eval` in a plot: its model (student or teacher, when compared), its sampler,
+    and its guide when guided."""
+    model = f"{run['model']} " if run.get("model") else ""
+    return model + run["sampler"] + (f" {run['guide']}" if run.get("guide") else "")
 
 
 def guidance_tradeoff(runs: list[dict], quality: str, path: Path) -> None:

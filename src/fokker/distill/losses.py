@@ -64,12 +64,24 @@ class DistillLoss(Loss):
             noise = randn(x0.shape, generator, device=x0.device, dtype=x0.dtype)
         return self.losses(denoiser, x0, noise, generator, model_kwargs or {})
 
+    def __post_init__(self) -> None:
+        self.validate_options()
+
+    def validate_options(self) -> None:
+        """A UserError for an option that cannot work, before any model or data is built."""
+        if not self.uses_teacher:
+            return
+        if self.teacher is None:
+            raise UserError(f"train.loss {self.name} needs a teacher (train.loss_options.teacher: a run folder)")
+        if not isinstance(self.teacher, Denoiser):
+            from fokker.model import weights_path
+
+            weights_path(self.teacher)
+
     def check(self, denoiser: Denoiser, x0: torch.Tensor) -> None:
         if self.consistency != isinstance(denoiser, ConsistencyDenoiser):
             kind = "consistency" if self.consistency else "diffusion"
             raise UserError(f"train.loss {self.name} trains a {kind} model: set model.parameterisation {kind}")
-        if self.uses_teacher and self.teacher is None:
-            raise UserError(f"train.loss {self.name} needs a teacher (train.loss_options.teacher: a run folder)")
 
     def losses(self, model: Denoiser, x0: torch.Tensor, noise: torch.Tensor, generator, kw: dict) -> torch.Tensor:
         """The loss per example (abstract)."""
@@ -116,12 +128,15 @@ class ProgressiveLoss(DistillLoss):
     steps: int | None = None
     weighting: str = "truncated_snr"
 
-    def check(self, denoiser: Denoiser, x0: torch.Tensor) -> None:
-        super().check(denoiser, x0)
+    def validate_options(self) -> None:
         if not isinstance(self.steps, int) or self.steps < 1:
             raise UserError(f"train.loss progressive needs the student's steps (loss_options.steps), got {self.steps}")
         if self.weighting not in SNR_WEIGHTINGS:
             raise UserError(f"unknown weighting {self.weighting!r} for progressive; expected one of {SNR_WEIGHTINGS}")
+        super().validate_options()
+
+    def check(self, denoiser: Denoiser, x0: torch.Tensor) -> None:
+        super().check(denoiser, x0)
         time_grid(denoiser.process, 2 * self.steps)  # the teacher's grid must exist (2 steps <= T)
 
     def losses(self, model, x0, noise, generator, kw) -> torch.Tensor:
@@ -194,9 +209,10 @@ class ConsistencyTrainingLoss(ConsistencyLoss):
     s1: int = 1280
     doubling_every: int | None = None
 
-    def check(self, denoiser, x0) -> None:
-        super().check(denoiser, x0)
+    def validate_options(self) -> None:
         _doubling(self.name, self.doubling_every, "steps per doubling of the levels")
+        if not (isinstance(self.s0, int) and isinstance(self.s1, int) and 1 <= self.s0 <= self.s1):
+            raise UserError(f"loss_options s0 and s1 must be integers with 1 <= s0 <= s1, got {self.s0} and {self.s1}")
 
     def pair(self, model, n, generator):
         levels = karras_times(model.process, curriculum_levels(self.step, self.s0, self.s1, self.doubling_every))
@@ -216,13 +232,13 @@ class ConsistencyDistillationLoss(ConsistencyLoss):
     solver: str = "edm_heun"
     levels: int = 18
 
-    def check(self, denoiser, x0) -> None:
-        super().check(denoiser, x0)
+    def validate_options(self) -> None:
         get_sampler(self.solver)
         if not uses_grid(self.solver, {}):
             raise UserError(f"solver {self.solver!r} is adaptive; CD needs a sampler that steps on a grid")
         if not isinstance(self.levels, int) or self.levels < 2:
             raise UserError(f"loss_options.levels must be an integer >= 2, got {self.levels}")
+        super().validate_options()
 
     def pair(self, model, n, generator):
         return self.lognormal_pair(model.process, karras_times(model.process, self.levels), n, generator)
@@ -251,8 +267,7 @@ class ConsistencyTuningLoss(ConsistencyLoss):
     b: float = 1.0
     doubling_every: int | None = None
 
-    def check(self, denoiser, x0) -> None:
-        super().check(denoiser, x0)
+    def validate_options(self) -> None:
         _doubling(self.name, self.doubling_every, "steps per halving of the gap")
         if not self.q > 1:
             raise UserError(f"loss_options.q must exceed 1, got {self.q}")
