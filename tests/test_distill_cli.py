@@ -137,3 +137,16 @@ def test_consistency_preset_trains(tmp_path, capsys):
     config = read_run_config(tmp_path / "ct" / "config.yaml")
     assert config.train.loss == "consistency_training" and config.sample.sampler == "consistency"
     assert (tmp_path / "ct" / "samples" / "step_3.png").exists() or any((tmp_path / "ct" / "samples").iterdir())
+
+
+def test_a_conditional_teacher_gives_a_guidable_student(tmp_path, capsys):
+    teacher = tmp_path / "teacher"
+    overrides = [*SMALL, "train.steps=3", "train.sample_every=1000", "model.conditional=true"]
+    train(apply_overrides(load_preset("digits"), overrides), teacher, progress=False)
+    out = tmp_path / "ect"
+    assert run("distill", "--checkpoint", str(teacher), "--method", "ect", "--steps", "2", "--out", str(out)) == 0
+    assert read_run_config(out / "config.yaml").model.conditional
+    picture = str(tmp_path / "g.png")
+    assert run("sample", "--checkpoint", str(out), "--steps", "2", "--class", "3", "--guidance", "2", "--num", "4",
+               "--out", picture) == 0  # fmt: skip
+    assert "consistency (2 steps" in capsys.readouterr().out

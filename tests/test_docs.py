@@ -21,6 +21,7 @@ def test_there_are_howtos():
         "inpainting.md",
         "colorization.md",
         "classifier.md",
+        "distill.md",
     }
     assert {p.name for p in DOCS} >= expected
 

@@ -42,8 +42,8 @@ def student_config(
         raise UserError(f"unknown distillation method {method!r}; expected one of {', '.join(METHODS)}")
     if teacher.model.task != "denoiser" or teacher.model.parameterisation != "diffusion":
         raise UserError("the teacher must be a diffusion model (a denoiser run with model.parameterisation diffusion)")
-    if teacher.model.variance != "fixed" or teacher.model.conditional:
-        raise UserError("distillation takes an unconditional teacher with a fixed variance")
+    if teacher.model.variance != "fixed":
+        raise UserError("distillation takes a teacher with a fixed variance (model.variance fixed)")
     loss, parameterisation = METHODS[method]
     loss_options = dict(options or {})
     if method != "ect":
