@@ -138,6 +138,25 @@ def _training(folder: Path) -> dict:
     return {"steps": logged[-1]["step"] if logged else 0, "loss": logged[-1]["loss"] if logged else None}
 
 
+def goals(results: dict, ref: float) -> list[str]:
+    """The issue's goals, each met or missed, from the rows measured."""
+    out = []
+    pd = results.get("progressive (v)", {}).get("rows", {}).get("ddim 4")
+    if pd:
+        verdict = "met" if pd["fid"] <= 1.5 * ref else "missed"
+        out.append(f"- Progressive distillation to 4 steps: FID {pd['fid']:.1f} = {pd['fid'] / ref:.2f}x the teacher's "
+                   f"DDPM-100 (goal <= 1.5x: {verdict}).")  # fmt: skip
+    for m in ("ECT", "CD (edm_heun)"):
+        rows = results.get(m, {}).get("rows", {})
+        if "consistency 1" in rows and "consistency 2" in rows:
+            one, two = rows["consistency 1"]["recognizable"], rows["consistency 2"]["recognizable"]
+            verdict = "met" if one >= 0.5 and two >= 0.7 else "missed"
+            out.append(f"- {m}: recognizable {two:.1%} at 2 steps and {one:.1%} at 1 step (goals >= 70% and >= 50%: "
+                       f"{verdict}); the teacher's own DDPM-100 samples are "
+                       f"{results['teacher']['rows']['ddpm 100']['recognizable']:.1%} recognizable.")  # fmt: skip
+    return out
+
+
 def section(results: dict, args, command: str, date: str) -> str:
     t = results["teacher"]
     ref = t["rows"]["ddpm 100"]["fid"]
@@ -158,6 +177,19 @@ def section(results: dict, args, command: str, date: str) -> str:
             lines.append(
                 f"| {name} | {sampler} | {steps} | {r['fid']:.1f} | {r['fid'] / ref:.2f}x | {r['recognizable']:.1%} |"
             )
+    lines += [
+        "",
+        *goals(results, ref),
+        "",
+        "Samples (64 of the 500, seed 0): the teacher's DDPM-100, then each student:",
+        "",
+    ]
+    lines.append("![teacher ddpm 100](img/distill_teacher_ddpm100.png)")
+    for m in METHODS:
+        if m in results:
+            for row in results[m]["rows"]:
+                n = row.rsplit(" ", 1)[1]
+                lines.append(f"![{m} {row}](img/distill_{slug(m)}_{n}.png)")
     lines += ["", "Training (updates and last loss):", ""]
     for m in METHODS:
         if m in results:

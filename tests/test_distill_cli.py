@@ -39,6 +39,7 @@ def test_progressive_rounds_are_run_folders_sampled_at_their_steps(teacher, tmp_
                "--to-steps", "2", "--steps", "2", "--out", str(out)) == 0  # fmt: skip
     rounds = json.loads((out / "distill.json").read_text())["rounds"]
     assert [r["steps"] for r in rounds] == [4, 2] and all(r["trained_steps"] == 2 for r in rounds)
+    assert (out / "loss.png").exists()  # the rounds' losses
     first, last = read_run_config(out / "steps-4" / "config.yaml"), read_run_config(out / "config.yaml")
     assert first.train.init == str(teacher) and first.train.loss_options["teacher"] == str(teacher)
     assert last.train.init == str(out / "steps-4") and last.train.loss_options["steps"] == 2
@@ -150,3 +151,12 @@ def test_a_conditional_teacher_gives_a_guidable_student(tmp_path, capsys):
     assert run("sample", "--checkpoint", str(out), "--steps", "2", "--class", "3", "--guidance", "2", "--num", "4",
                "--out", picture) == 0  # fmt: skip
     assert "consistency (2 steps" in capsys.readouterr().out
+
+
+def test_ect_with_minutes_sizes_its_stages_from_the_teachers_rate(teacher, tmp_path, capsys):
+    out = tmp_path / "ect"
+    assert run("distill", "--checkpoint", str(teacher), "--method", "ect", "--minutes", "0.02", "--out", str(out)) == 0
+    said = capsys.readouterr().out
+    assert "ECT: about" in said and "a new stage every" in said
+    every = read_run_config(out / "config.yaml").train.loss_options["doubling_every"]
+    assert isinstance(every, int) and every >= 1

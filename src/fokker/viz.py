@@ -120,6 +120,31 @@ def training_curve(metrics_jsonl: Path, path: Path) -> bool:
     return True
 
 
+def round_curves(logs: dict[str, Path], path: Path) -> bool:
+    """The training loss of each round of a distillation, one after the other on one step axis (one colour
+    per round, from the runs' metrics.jsonl); False if none has records."""
+    from fokker.metrics_jsonl import read_metrics
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 3.2), dpi=100)
+    offset, drawn = 0, False
+    for label, log in logs.items():
+        records = [r for r in read_metrics(Path(log)) if isinstance(r.get("loss"), int | float)]
+        if not records:
+            continue
+        steps = np.array([r["step"] for r in records]) + offset
+        ax.plot(steps, [r["loss"] for r in records], lw=0.9, label=label)
+        offset, drawn = int(steps[-1]), True
+    if not drawn:
+        plt.close(fig)
+        return False
+    ax.set_yscale("log"), ax.set_xlabel("update (rounds in order)"), ax.set_ylabel("training loss")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    _save_figure(fig, path)
+    return True
+
+
 def metric_curves(runs: list[dict], keys: list[str], path: Path, floor: dict | None = None) -> None:
     """One panel per metric against NFE (log axis), one line per sampler (and guide); the floor dashed."""
     plt = _pyplot()

@@ -87,7 +87,8 @@ def _progressive(args: argparse.Namespace, out: Path) -> int:
 
 def _consistency(args: argparse.Namespace, out: Path) -> int:
     from fokker.config import read_run_config
-    from fokker.distill.student import student_config
+    from fokker.distill.student import estimated_steps, student_config
+    from fokker.losses import LOSS_TYPES, default_doubling
     from fokker.model import weights_path
     from fokker.train import train
 
@@ -101,6 +102,11 @@ def _consistency(args: argparse.Namespace, out: Path) -> int:
         if not (teacher / "config.yaml").exists():
             raise UserError(f"{teacher} is not a run folder (no config.yaml)")
         options = {"solver": args.solver} if args.solver else {}
+        if args.method == "ect" and args.minutes is not None:  # ECT's stages are spread over the updates expected
+            expected = estimated_steps(teacher, args.minutes)
+            options["doubling_every"] = default_doubling(LOSS_TYPES["consistency_tuning"], {}, expected)
+            every = options["doubling_every"]
+            print(f"ECT: about {expected} updates expected (from the teacher's rate), a new stage every {every}")
         config = student_config(
             read_run_config(teacher / "config.yaml"), teacher, args.method, prediction=args.prediction, options=options
         )

@@ -1,7 +1,7 @@
 """Progressive distillation's rounds (Salimans & Ho 2022, Alg. 2): the student of round k starts from the
 student of round k - 1 (the first from the teacher) and halves its step count; each round is an ordinary run
 folder OUT/steps-N, sampled with `ddim` at N steps. OUT/model.safetensors and OUT/config.yaml are the last
-round's, so OUT is sampled like any run; OUT/distill.json lists the rounds."""
+round's, so OUT is sampled like any run; OUT/distill.json lists the rounds and OUT/loss.png plots their losses."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from fokker.config import read_run_config, to_yaml
 from fokker.distill.student import student_config
 from fokker.errors import UserError
 from fokker.files import atomic_write, atomic_write_text
+from fokker.viz import round_curves
 
 
 def round_steps(from_steps: int, to_steps: int) -> list[int]:
@@ -111,3 +112,5 @@ def _record(out: Path, rounds: list[Round], last: Path) -> None:
     atomic_write(out / "model.safetensors", lambda tmp: shutil.copyfile(last / "model.safetensors", tmp))
     atomic_write_text(out / "config.yaml", to_yaml(read_run_config(last / "config.yaml")))
     atomic_write_text(out / "distill.json", json.dumps({"rounds": [r.__dict__ for r in rounds]}, indent=1) + "\n")
+    logs = {f"{2 * r.steps} -> {r.steps} steps": Path(r.run) / "metrics.jsonl" for r in rounds}
+    round_curves(logs, out / "loss.png")

@@ -67,3 +67,21 @@ def student_config(
             teacher.sample, sampler="consistency", steps=CONSISTENCY_PICTURE_STEPS, spacing="uniform", options={}
         )
     return dataclasses.replace(teacher, model=model, train=train, sample=sample)
+
+
+CONSISTENCY_STEP_COST = 4 / 3  # two forward passes and one backward (~2 forwards) against one of each
+
+
+def estimated_steps(teacher_run: str | Path, minutes: float) -> int:
+    """The updates a consistency student makes in `minutes` on this machine, from the teacher's own training
+    rate (its metrics.jsonl: steps over elapsed seconds) and the cost of a consistency step (CONSISTENCY_STEP_COST):
+    a curriculum spread over a budget in minutes needs it."""
+    import json
+
+    log = Path(teacher_run) / "metrics.jsonl"
+    rows = [json.loads(x) for x in log.read_text().splitlines() if x.strip()] if log.exists() else []
+    rows = [r for r in rows if r.get("elapsed")]
+    if not rows:
+        raise UserError(f"{log} has no training rate to size the curriculum from; give the budget as --steps")
+    rate = rows[-1]["step"] / rows[-1]["elapsed"]
+    return max(8, int(minutes * 60 * rate / CONSISTENCY_STEP_COST))
