@@ -24,7 +24,8 @@ SMALL = ["model.network.base_channels=8", "model.network.attention_resolutions=[
 @pytest.fixture(scope="module")
 def teacher(tmp_path_factory):
     out = tmp_path_factory.mktemp("distill") / "teacher"
-    config = apply_overrides(load_preset("digits"), [*SMALL, "train.steps=6", "train.sample_every=1000"])
+    overrides = [*SMALL, "train.steps=6", "train.sample_every=1000", "train.log_every=1"]
+    config = apply_overrides(load_preset("digits"), overrides)
     train(config, out, progress=False)
     return out
 

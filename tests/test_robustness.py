@@ -132,21 +132,23 @@ def test_a_diverging_run_stops_with_one_line_and_writes_no_non_finite_file(tmp_p
 
 def _poison_the_loss(monkeypatch, at_call: int, interrupt: bool = False) -> None:
     """The training loss is NaN on its `at_call`-th evaluation (1-based), or Ctrl-C is pressed there."""
-    real = build.training_loss
+    real = build.loss_from_section
 
-    def poisoned(*args, **kwargs):
-        fn, calls = real(*args, **kwargs), []
+    class Poisoned:
+        def __init__(self, fn) -> None:
+            self.fn, self.calls = fn, []
 
-        def loss(*a, **k):
-            calls.append(None)
-            if interrupt and len(calls) == at_call:
+        def at_step(self, step: int) -> "Poisoned":
+            return self
+
+        def __call__(self, *a, **k):
+            self.calls.append(None)
+            if interrupt and len(self.calls) == at_call:
                 raise KeyboardInterrupt
-            value = fn(*a, **k)
-            return value * float("nan") if len(calls) == at_call else value
+            value = self.fn(*a, **k)
+            return value * float("nan") if len(self.calls) == at_call else value
 
-        return loss
-
-    monkeypatch.setattr(build, "training_loss", poisoned)
+    monkeypatch.setattr(build, "loss_from_section", lambda *args, **kwargs: Poisoned(real(*args, **kwargs)))
 
 
 def test_a_nan_loss_stops_training_and_keeps_the_last_finite_checkpoint(tmp_path, monkeypatch):

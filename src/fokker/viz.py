@@ -129,6 +129,8 @@ def round_curves(logs: dict[str, Path], path: Path) -> bool:
     fig, ax = plt.subplots(figsize=(6, 3.2), dpi=100)
     offset, drawn = 0, False
     for label, log in logs.items():
+        if not Path(log).exists():  # a round shorter than train.log_every logs nothing
+            continue
         records = [r for r in read_metrics(Path(log)) if isinstance(r.get("loss"), int | float)]
         if not records:
             continue
