@@ -76,12 +76,11 @@ def evaluate(
     guides: dict[str, Guidance] | None = None,
     teacher: Teacher | None = None,
 ) -> dict:
-    """Sample `num` per (sampler, steps), score each set, write OUT/metrics.json and OUT/report.md with
-    pictures; samplers, steps or spacing left as None come from the run's sample config. With `guides` (name
-    -> fokker.guidance.options.Guidance), each setting is sampled once per guide, sample i of class i % K,
-    and also scored by label agreement and per-class quality (fokker.metrics.classes). With `teacher` (a
-    distilled student's teacher, `Teacher`), the teacher's rows are scored the same way beside the checkpoint's,
-    every row then naming its "model". Returns the metrics record (also in metrics.json)."""
+    """Sample `num` per (sampler, steps), score each set, write OUT/metrics.json and OUT/report.md with pictures;
+    samplers, steps or spacing left as None come from the run's sample config. `guides` (name -> Guidance): each
+    setting once per guide, sample i of class i % K, also scored by label agreement and per-class quality. With
+    `teacher` (`Teacher`), the teacher's rows beside the checkpoint's, each row naming its "model". Returns
+    the record (also in metrics.json)."""
     options = options or {}
     grid = {k: v for k, v in (("steps", steps), ("spacing", spacing)) if v is not None}  # chosen explicitly
     denoiser, config = load_model(checkpoint, device)
@@ -108,25 +107,12 @@ def evaluate(
                 )
                 shown[run["picture"]] = (*picture, title)
     if teacher is not None:
-        if guides:
-            raise UserError("--teacher compares unguided samples; leave out the guidance flags")
-        for run in runs:
-            run["model"] = "student"
-        for run, samples, title in teacher.rows(config, scorer, num, seed, batch_size, device, progress):
-            runs.append(run)
-            shown[run["picture"]] = (samples[:64] if samples.dim() == 4 else samples, None, title)
+        teacher.add_rows(runs, shown, bool(guides), config, scorer, num, seed, batch_size, device, progress)
     record = {
-        "checkpoint": str(checkpoint),
-        "data": config.data.name,
-        "num": num,
-        "seed": seed,
-        "spacing": spacing,
-        "options": options,
-        "reference": {"split": "train", "size": len(reference)},
-        "floor": {"split": "test", "size": len(held_out), **floor},
-        "classifier": scorer.description(),
-        "runs": runs,
-    }
+        "checkpoint": str(checkpoint), "data": config.data.name, "num": num, "seed": seed, "spacing": spacing,
+        "options": options, "reference": {"split": "train", "size": len(reference)},
+        "floor": {"split": "test", "size": len(held_out), **floor}, "classifier": scorer.description(), "runs": runs,
+    }  # fmt: skip
     _write(Path(out), record, shown, reference, checkpoint)
     return record
 
@@ -139,6 +125,16 @@ class Teacher:
     checkpoint: str | Path
     sampler: str | None = None
     steps: list[int] | None = None
+
+    def add_rows(self, runs: list, shown: dict, guided: bool, student: RunConfig, *scoring) -> None:
+        """Mark the checkpoint's `runs` as the student's and append the teacher's rows and pictures (`rows`)."""
+        if guided:
+            raise UserError("--teacher compares unguided samples; leave out the guidance flags")
+        for run in runs:
+            run["model"] = "student"
+        for run, samples, title in self.rows(student, *scoring):
+            runs.append(run)
+            shown[run["picture"]] = (samples[:64] if samples.dim() == 4 else samples, None, title)
 
     def rows(self, student: RunConfig, scorer: Scorer, num: int, seed: int, batch_size: int, device, progress: bool):
         """(row, samples, title) for each of the teacher's step counts, scored by the student's scorer."""
