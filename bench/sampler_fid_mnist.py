@@ -31,11 +31,11 @@ from sampler_accuracy import fokker_steps, make_scheduler, peer_steps
 from fokker.cli import main as fokker_cli
 from fokker.denoiser import Denoiser
 from fokker.evaluate import Scorer, reference_data
+from fokker.grids import times_at_log_snr
 from fokker.model import load_model
 from fokker.noise import randn, seeded_batches
 from fokker.samplers import sample_seeded
-from fokker.samplers.grid import times_at_log_snr
-from fokker.samplers.optimized_grid import grid_path, load_grid
+from fokker.samplers.grid_files import grid_path, load_grid
 
 SECTION = "## Samplers on MNIST: FID against NFE"
 NFES = (5, 10, 20)

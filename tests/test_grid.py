@@ -3,8 +3,8 @@ import torch
 
 from fokker import VE, VP, SubVP, time_grid
 from fokker.errors import UserError
+from fokker.grids import noise_ratio
 from fokker.samplers import SPACINGS
-from fokker.samplers.grid import noise_ratio
 
 PROCESSES = {
     "vp1000": VP(T=1000),

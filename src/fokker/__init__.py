@@ -3,6 +3,7 @@
 One Gaussian `Process` (VP, VE, SubVP), one `Denoiser` (any network + what it predicts), and
 samplers that work on any Denoiser."""
 
+import fokker.distill.losses  # noqa: F401  (registers the few-step losses in fokker.losses.LOSS_TYPES)
 from fokker.denoiser import Denoiser
 from fokker.errors import UserError
 from fokker.latents import decode, encode, interpolate

@@ -21,9 +21,9 @@ from tqdm.auto import tqdm
 
 from fokker.denoiser import REVERSE_VARIANCES, Denoiser, to_x0_eps
 from fokker.errors import UserError
+from fokker.grids import time_grid
 from fokker.noise import Generators, rand, randn
 from fokker.processes import Process, expand_as
-from fokker.samplers.grid import time_grid
 from fokker.schedules import F64
 
 

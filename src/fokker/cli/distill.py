@@ -86,34 +86,12 @@ def _progressive(args: argparse.Namespace, out: Path) -> int:
 
 
 def _consistency(args: argparse.Namespace, out: Path) -> int:
-    from fokker.config import read_run_config
-    from fokker.distill.student import estimated_steps, student_config
-    from fokker.losses import LOSS_TYPES, default_doubling
-    from fokker.model import weights_path
-    from fokker.train import train
+    from fokker.distill.consistency import distill_consistency
 
-    if (args.minutes is None) == (args.steps is None):
-        raise UserError("give the budget as --minutes or --steps, one of them")
-    teacher = Path(args.checkpoint)
-    weights_path(teacher)
-    if args.resume:
-        config = None
-    else:
-        if not (teacher / "config.yaml").exists():
-            raise UserError(f"{teacher} is not a run folder (no config.yaml)")
-        options = {"solver": args.solver} if args.solver else {}
-        if args.method == "ect" and args.minutes is not None:  # ECT's stages are spread over the updates expected
-            expected = estimated_steps(teacher, args.minutes)
-            options["doubling_every"] = default_doubling(LOSS_TYPES["consistency_tuning"], {}, expected)
-            every = options["doubling_every"]
-            print(f"ECT: about {expected} updates expected (from the teacher's rate), a new stage every {every}")
-        config = student_config(
-            read_run_config(teacher / "config.yaml"), teacher, args.method, prediction=args.prediction, options=options
-        )
-    budget = {"minutes": args.minutes, "steps": None} if args.minutes is not None else {"steps": args.steps}
-    result = train(
-        config, out, resume=args.resume, device=args.device, budget=budget, progress=not args.no_progress, log=print
-    )
+    result = distill_consistency(
+        args.checkpoint, out, args.method, minutes=args.minutes, steps=args.steps, solver=args.solver,
+        prediction=args.prediction, resume=args.resume, device=args.device, progress=not args.no_progress, log=print,
+    )  # fmt: skip
     print(f"trained {result.step} steps in {result.elapsed / 60:.1f} min (last loss {result.loss:.4f}); student: {out}")
     print(f"sample: fokker sample --checkpoint {out} --sampler consistency --steps 1")
     return 0

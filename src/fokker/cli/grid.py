@@ -49,7 +49,8 @@ def run(args: argparse.Namespace) -> int:
     from fokker.data import dataset_for
     from fokker.model import load_model
     from fokker.samplers import check_options
-    from fokker.samplers.optimized_grid import fit_gaussian, grid_path, optimize_grid, save_grid
+    from fokker.samplers.grid_files import grid_path, save_grid
+    from fokker.samplers.optimized_grid import fit_gaussian, optimize_grid
 
     if args.max_examples < 2 or args.min_var <= 0:
         raise UserError(

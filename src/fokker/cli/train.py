@@ -25,7 +25,7 @@ EXAMPLE = """examples:
 def add_parser(sub) -> None:
     from fokker.config import preset_names
     from fokker.data import dataset_names
-    from fokker.losses import LOSSES
+    from fokker.losses import loss_names
     from fokker.nets import NETWORKS
     from fokker.processes import PROCESSES
 
@@ -48,7 +48,7 @@ def add_parser(sub) -> None:
     t.add_argument("--seed", type=int, help="random seed (train.seed)")
     t.add_argument("--batch-size", type=int, help="batch size per process (train.batch_size)")
     t.add_argument("--process", choices=list(PROCESSES), help="the diffusion, with its default settings")
-    t.add_argument("--loss", help=f"the training loss (train.loss): {', '.join(LOSSES)} (default: simple)")
+    t.add_argument("--loss", help=f"the training loss (train.loss): {', '.join(loss_names())} (default: simple)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
     t.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
     add_device(t)

@@ -95,11 +95,11 @@ class RunConfig:
     def _validate_task(self) -> None:
         """The loss trains what the network is (fokker.losses.Loss.task: a denoiser or a classifier), and a
         classifier's config sets nothing that only a denoiser reads (fokker.classifier.check_classifier)."""
-        from fokker.losses import LOSS_TYPES
+        from fokker.losses import LOSS_TYPES, loss_names
 
         task, loss = self.model.task, LOSS_TYPES[self.train.loss]
         if loss.task != task:
-            fitting = " or ".join(name for name, cls in LOSS_TYPES.items() if cls.task == task)
+            fitting = " or ".join(loss_names(task=task))
             raise UserError(
                 f"train.loss {loss.name} trains a {loss.task}, but model.network.type "
                 f"{self.model.network.get('type')} is a {task} network: use train.loss {fitting}"
@@ -111,35 +111,37 @@ class RunConfig:
 
     def _validate_objective(self) -> None:
         """The loss and its time sampler against the model's variance and the process."""
-        from fokker.losses import BOUND_LOSSES, LOSS_TYPES
+        from fokker.losses import loss_names
 
+        bound = loss_names(trains_variance=True)
         loss, variance, T = self.train.loss, self.model.variance, self.process.get("T")
         self._validate_parameterisation()
         if loss == "hybrid" and variance != "learned":
             raise UserError("train.loss hybrid trains a learned variance: set model.variance=learned")
-        if variance == "learned" and loss not in BOUND_LOSSES:
+        if variance == "learned" and loss not in bound:
             raise UserError(
-                f"model.variance learned needs a loss that trains the variance ({' or '.join(BOUND_LOSSES)}); "
+                f"model.variance learned needs a loss that trains the variance ({' or '.join(bound)}); "
                 f"train.loss {loss} does not train v, the network's variance output: use model.variance=fixed"
             )
         if T is not None:
             require(T, int, "process.T", lambda v: v >= 1, "a positive integer, or null for continuous time")
-        if (loss in BOUND_LOSSES or self.train.time_sampler == "importance") and T is None:
+        if (loss in bound or self.train.time_sampler == "importance") and T is None:
             raise UserError(f"train.loss {loss} / time_sampler {self.train.time_sampler} need a discrete process.T")
-        if loss in BOUND_LOSSES:
+        if loss in bound:
             from fokker.processes import process_from_config
             from fokker.vlb import check_bound_grid
 
-            others = ", ".join(n for n, cls in LOSS_TYPES.items() if cls.task == "denoiser" and n not in BOUND_LOSSES)
+            others = ", ".join(loss_names(task="denoiser", trains_variance=False))
             check_bound_grid(process_from_config(self.process), f"train.loss {loss}", f"use {others}")
 
     def _validate_parameterisation(self) -> None:
         """A distillation loss trains the parameterisation it is written for (fokker.distill.losses)."""
-        from fokker.losses import LOSS_TYPES, OPTION_LOSSES
+        from fokker.losses import LOSS_TYPES
 
-        if self.train.loss not in OPTION_LOSSES:
+        loss = LOSS_TYPES[self.train.loss]
+        if not loss.takes_loss_options:
             return
-        want = "consistency" if LOSS_TYPES[self.train.loss].consistency else "diffusion"
+        want = "consistency" if loss.consistency else "diffusion"
         if self.model.parameterisation != want:
             raise UserError(f"train.loss {self.train.loss} trains a {want} model: set model.parameterisation {want}")
 

@@ -187,24 +187,26 @@ class TrainSection(Section):
             require(getattr(self, key), int, f"train.{key}", lambda v: v > 0, "a positive integer")
 
     def _validate_objective(self) -> None:
-        from fokker.losses import LOSSES, check_weighting
+        from fokker.losses import LOSS_TYPES, check_weighting, loss_names
         from fokker.timesteps import TIME_SAMPLERS
 
-        if self.loss not in LOSSES:
-            raise UserError(f"bad value for train.loss: {self.loss!r}; expected one of {', '.join(LOSSES)}")
+        if self.loss not in LOSS_TYPES:
+            raise UserError(f"bad value for train.loss: {self.loss!r}; expected one of {', '.join(loss_names())}")
         check_weighting(self.weighting)
         if self.time_sampler not in TIME_SAMPLERS:
             raise UserError(f"bad value for train.time_sampler: {self.time_sampler!r}; expected one of {TIME_SAMPLERS}")
         self._validate_loss_options()
 
     def _validate_loss_options(self) -> None:
-        from fokker.losses import OPTION_LOSSES, loss_from_section
+        from fokker.losses import LOSS_TYPES, loss_from_section, loss_names
 
         if not isinstance(self.loss_options, dict):
             raise UserError(f"bad value for train.loss_options: {self.loss_options!r}; expected a mapping")
-        if self.loss not in OPTION_LOSSES:
+        if not LOSS_TYPES[self.loss].takes_loss_options:
             if self.loss_options:
-                raise UserError(f"train.loss_options apply only to train.loss {' or '.join(OPTION_LOSSES)}")
+                raise UserError(
+                    f"train.loss_options apply only to train.loss {' or '.join(loss_names(takes_loss_options=True))}"
+                )
             return
         defaults = TrainSection()
         for key in ("weighting", "loss_target", "hybrid_weight", "time_sampler"):

@@ -11,8 +11,8 @@ import math
 import torch
 
 from fokker.distill.consistency_model import noise_ratio
+from fokker.grids import karras_ratios, times_at_log_snr
 from fokker.processes import Process
-from fokker.samplers.grid import karras_ratios, times_at_log_snr
 from fokker.schedules import F64
 
 HUBER_C = 0.00054  # iCT's pseudo-Huber c = 0.00054 sqrt(d) (Song & Dhariwal 2023, sec. 3.3)

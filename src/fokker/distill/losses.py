@@ -26,10 +26,11 @@ from fokker.distill.levels import (
 )
 from fokker.distill.teacher import teacher_model
 from fokker.errors import UserError
+from fokker.grids import time_grid
 from fokker.losses.base import Loss
+from fokker.losses.registry import register_loss
 from fokker.noise import randn
 from fokker.processes import Process, expand_as
-from fokker.samplers.grid import time_grid
 from fokker.samplers.registry import get_sampler, uses_grid
 from fokker.schedules import F64
 
@@ -46,23 +47,15 @@ class DistillLoss(Loss):
 
     uses_teacher: ClassVar[bool] = False
     consistency: ClassVar[bool] = True  # trains a ConsistencyDenoiser (else a diffusion Denoiser)
+    takes_loss_options: ClassVar[bool] = True
 
-    def __call__(
-        self,
-        denoiser: Denoiser,
-        x0: torch.Tensor,
-        *,
-        t: torch.Tensor | None = None,
-        noise: torch.Tensor | None = None,
-        generator: torch.Generator | None = None,
-        model_kwargs: dict | None = None,
-    ) -> torch.Tensor:
+    def draw(self, denoiser: Denoiser, x0: torch.Tensor, t, noise, generator) -> tuple[None, torch.Tensor]:
+        """No times (per_example draws its own grid points or levels; given times are refused), and the noise."""
         if t is not None:
             raise UserError(f"train.loss {self.name} draws its own times; use train.time_sampler uniform")
-        self.check(denoiser, x0)
         if noise is None:
             noise = randn(x0.shape, generator, device=x0.device, dtype=x0.dtype)
-        return self.losses(denoiser, x0, noise, generator, model_kwargs or {})
+        return None, noise
 
     def __post_init__(self) -> None:
         self.validate_options()
@@ -82,10 +75,6 @@ class DistillLoss(Loss):
         if self.consistency != isinstance(denoiser, ConsistencyDenoiser):
             kind = "consistency" if self.consistency else "diffusion"
             raise UserError(f"train.loss {self.name} trains a {kind} model: set model.parameterisation {kind}")
-
-    def losses(self, model: Denoiser, x0: torch.Tensor, noise: torch.Tensor, generator, kw: dict) -> torch.Tensor:
-        """The loss per example (abstract)."""
-        raise NotImplementedError  # abstract
 
 
 def snr_weight(process: Process, t: torch.Tensor, weighting: str) -> torch.Tensor:
@@ -139,7 +128,7 @@ class ProgressiveLoss(DistillLoss):
         super().check(denoiser, x0)
         time_grid(denoiser.process, 2 * self.steps)  # the teacher's grid must exist (2 steps <= T)
 
-    def losses(self, model, x0, noise, generator, kw) -> torch.Tensor:
+    def per_example(self, model, x0, t64, noise, generator, kw) -> torch.Tensor:
         process, n = model.process, x0.shape[0]
         fine = time_grid(process, 2 * self.steps)
         k = 2 * torch.randint(0, self.steps, (n,), generator=generator, device=_draws_on(generator)).cpu()
@@ -174,7 +163,7 @@ class ConsistencyLoss(DistillLoss):
         """x_s with the same noise: the CT estimate alpha_s x0 + sigma_s eps (CD replaces it)."""
         return model.process.q_sample(x0, s, noise)
 
-    def losses(self, model, x0, noise, generator, kw) -> torch.Tensor:
+    def per_example(self, model, x0, t64, noise, generator, kw) -> torch.Tensor:
         s, t = self.pair(model, x0.shape[0], generator)
         process = model.process
         x_t = process.q_sample(x0, t, noise)
@@ -286,9 +275,5 @@ class ConsistencyTuningLoss(ConsistencyLoss):
         return s.clamp(min=process.first_time), t
 
 
-DISTILL_LOSSES: tuple[type[DistillLoss], ...] = (
-    ProgressiveLoss,
-    ConsistencyDistillationLoss,
-    ConsistencyTrainingLoss,
-    ConsistencyTuningLoss,
-)
+for _loss in (ProgressiveLoss, ConsistencyDistillationLoss, ConsistencyTrainingLoss, ConsistencyTuningLoss):
+    register_loss(_loss)

@@ -6,6 +6,7 @@ u_0 = sqrt(3) g is known and the other two channels are sampled, by replacement 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 
@@ -13,7 +14,6 @@ from fokker.denoiser import Denoiser
 from fokker.errors import UserError
 from fokker.inpaint.complete import complete
 from fokker.inpaint.observation import Observation
-from fokker.noise import Generators
 
 # rows: grey (1, 1, 1) / sqrt 3, then (-2, 1, 1) / sqrt 6 and (0, 1, -1) / sqrt 2, the completion of score_sde's
 # colorizer (Song et al. 2021, app. I.3; their M holds these as columns)
@@ -47,20 +47,9 @@ def colorize(
     sampler: str,
     grey: torch.Tensor,
     steps: int,
-    *,
-    scheme: str = "replace",
-    jump: int | None = None,
-    resample: int | None = None,
-    spacing: str = "uniform",
-    generator: Generators = None,
-    model_kwargs: dict | None = None,
-    progress: bool = False,
-    **sampler_options,
+    **options: Any,
 ) -> tuple[torch.Tensor, dict]:
     """Colour images (B, 3, H, W) in [-1, 1] whose grey level (mean of R, G, B) is that of `grey` ((B, 1, H, W), or
-    (B, 3, H, W) reduced to its mean), from an RGB model: `sampler` on `steps` steps by `scheme` ("replace" or
-    "repaint", as fokker.inpaint.inpaint) in the colour basis. Returns (x_0, info)."""
-    return complete(
-        denoiser, sampler, grey_observation(grey), steps, scheme=scheme, jump=jump, resample=resample,
-        spacing=spacing, generator=generator, model_kwargs=model_kwargs, progress=progress, **sampler_options,
-    )  # fmt: skip
+    (B, 3, H, W) reduced to its mean), from an RGB model: `sampler` on `steps` steps in the colour basis;
+    `options` are fokker.inpaint.complete's (scheme "replace" or "repaint", ...). Returns (x_0, info)."""
+    return complete(denoiser, sampler, grey_observation(grey), steps, **options)

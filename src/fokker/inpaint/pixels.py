@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from fokker.denoiser import Denoiser
 from fokker.errors import UserError
 from fokker.inpaint.complete import complete
 from fokker.inpaint.observation import Observation
-from fokker.noise import Generators
 
 
 def pixel_observation(known: torch.Tensor, mask: torch.Tensor) -> Observation:
@@ -35,22 +36,11 @@ def inpaint(
     known: torch.Tensor,
     mask: torch.Tensor,
     steps: int,
-    *,
-    scheme: str = "replace",
-    jump: int | None = None,
-    resample: int | None = None,
-    spacing: str = "uniform",
-    generator: Generators = None,
-    model_kwargs: dict | None = None,
-    progress: bool = False,
-    **sampler_options,
+    **options: Any,
 ) -> tuple[torch.Tensor, dict]:
     """Fill in the `mask`ed part (True = missing) of each row of `known` (data in the model's scale: images in
-    [-1, 1]) with a draw from the model given the rest: `sampler` on `steps` steps by `scheme`, "replace"
-    (Song et al. 2021, app. I.2) or "repaint" (Lugmayr et al. 2022; `jump`, `resample` default 10, 10);
-    fokker.inpaint.complete. One completion per row: repeat a row for several. Returns (x_0, info)."""
-    observation = pixel_observation(known, mask)
-    return complete(
-        denoiser, sampler, observation, steps, scheme=scheme, jump=jump, resample=resample, spacing=spacing,
-        generator=generator, model_kwargs=model_kwargs, progress=progress, **sampler_options,
-    )  # fmt: skip
+    [-1, 1]) with a draw from the model given the rest: `sampler` on `steps` steps; `options` are
+    fokker.inpaint.complete's (scheme "replace", Song et al. 2021, app. I.2, or "repaint", Lugmayr et al. 2022,
+    with jump and resample; spacing, generator, model_kwargs, progress and the sampler's own options). One
+    completion per row: repeat a row for several. Returns (x_0, info)."""
+    return complete(denoiser, sampler, pixel_observation(known, mask), steps, **options)

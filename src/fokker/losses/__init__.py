@@ -17,7 +17,8 @@ With lambda = sigma^2, DSM is 1/2 L_simple.
 - `CrossEntropyLoss`: a noise-conditional classifier's -log p(y | x_t, t) (Dhariwal & Nichol 2021,
   sec. 4.1); its `task` is "classifier", so it takes a `fokker.classifier.NoisyClassifier`, not a Denoiser.
 
-`LOSS_TYPES` maps each name to its class; `training_loss` builds one by name. The functions `simple_loss`,
+`LOSS_TYPES` maps each name to its class (fokker.losses.registry; `loss_names` filters it); `training_loss`
+builds one by name. The functions `simple_loss`,
 `dsm_loss`, ... are one-call spellings of the objects (options and draws as keywords).
 """
 
@@ -34,6 +35,7 @@ from fokker.errors import UserError
 from fokker.losses.base import Loss, SimpleLoss
 from fokker.losses.bound import HYBRID_WEIGHT, HybridLoss, VLBLoss
 from fokker.losses.classification import CrossEntropyLoss
+from fokker.losses.registry import LOSS_TYPES, loss_names, register_loss
 from fokker.losses.score_matching import (
     MAX_ISM_DIM,
     WEIGHTINGS,
@@ -45,12 +47,9 @@ from fokker.losses.score_matching import (
 )
 
 __all__ = [
-    "BOUND_LOSSES",
     "HYBRID_WEIGHT",
-    "LOSSES",
     "LOSS_TYPES",
     "MAX_ISM_DIM",
-    "OPTION_LOSSES",
     "WEIGHTINGS",
     "CrossEntropyLoss",
     "DSMLoss",
@@ -65,6 +64,8 @@ __all__ = [
     "hybrid_loss",
     "ism_loss",
     "loss_from_section",
+    "loss_names",
+    "register_loss",
     "score_weight",
     "simple_loss",
     "ssm_loss",
@@ -72,15 +73,8 @@ __all__ = [
     "vlb_loss",
 ]
 
-from fokker.distill.losses import DISTILL_LOSSES
-
-LOSS_TYPES: dict[str, type[Loss]] = {
-    cls.name: cls
-    for cls in (SimpleLoss, DSMLoss, SSMLoss, ISMLoss, VLBLoss, HybridLoss, CrossEntropyLoss, *DISTILL_LOSSES)
-}  # name -> class
-OPTION_LOSSES = tuple(cls.name for cls in DISTILL_LOSSES)  # configured by train.loss_options (their fields)
-LOSSES = tuple(LOSS_TYPES)
-BOUND_LOSSES = tuple(name for name, cls in LOSS_TYPES.items() if cls.trains_variance)
+for _loss in (SimpleLoss, DSMLoss, SSMLoss, ISMLoss, VLBLoss, HybridLoss, CrossEntropyLoss):
+    register_loss(_loss)
 
 
 def training_loss(
@@ -93,8 +87,8 @@ def training_loss(
     """The loss `fokker train` optimises, by name (LOSS_TYPES): "simple" (L_simple with `target`), "dsm",
     "ssm" or "ism" (with `weighting`), "vlb" or "hybrid" (with the data's `levels` for the decoder; hybrid
     with `hybrid_weight`); each takes the options among these that are its fields."""
-    if name not in LOSSES:
-        raise UserError(f"unknown loss {name!r}; expected one of {LOSSES}")
+    if name not in LOSS_TYPES:
+        raise UserError(f"unknown loss {name!r}; expected one of {loss_names()}")
     check_weighting(weighting)
     options = {"weighting": weighting, "target": target, "levels": levels, "weight": hybrid_weight}
     cls = LOSS_TYPES[name]
@@ -103,8 +97,8 @@ def training_loss(
 
 def loss_from_section(train: Any, levels: int | None = None) -> Loss:
     """The loss a config's train section names, with its options: train.loss_options for a distillation loss
-    (OPTION_LOSSES; a curriculum's doubling_every from train.steps when not given), else `training_loss`."""
-    if train.loss not in OPTION_LOSSES:
+    (takes_loss_options; a curriculum's doubling_every from train.steps when not given), else `training_loss`."""
+    if not LOSS_TYPES[train.loss].takes_loss_options:
         return training_loss(train.loss, train.weighting, train.loss_target, levels, train.hybrid_weight)
     cls = LOSS_TYPES[train.loss]
     known = [f.name for f in fields(cls) if f.name != "step"]

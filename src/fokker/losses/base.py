@@ -41,6 +41,7 @@ class Loss:
     name: ClassVar[str]
     trains_variance: ClassVar[bool] = False  # has a term of the variational bound: trains a learned variance
     task: ClassVar[str] = "denoiser"  # what it trains (fokker.nets.TASKS); its first argument is a model of it
+    takes_loss_options: ClassVar[bool] = False  # configured by train.loss_options (its fields), not train's keys
 
     def __call__(
         self,
@@ -53,11 +54,15 @@ class Loss:
         model_kwargs: dict | None = None,
     ) -> torch.Tensor:
         self.check(denoiser, x0)
-        t64, noise = times_and_noise(denoiser, x0, t, noise, generator)
+        t64, noise = self.draw(denoiser, x0, t, noise, generator)
         return self.per_example(denoiser, x0, t64, noise, generator, model_kwargs or {})
 
     def check(self, denoiser: Denoiser, x0: torch.Tensor) -> None:
         """A UserError for an option that does not fit this denoiser or data."""
+
+    def draw(self, denoiser: Denoiser, x0: torch.Tensor, t, noise, generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """The call's times (float64, CPU) and noise, drawn when not given (times first)."""
+        return times_and_noise(denoiser, x0, t, noise, generator)
 
     def at_step(self, step: int) -> Loss:
         """The loss at training step `step`: itself, or for one with a curriculum its state there."""
@@ -66,7 +71,7 @@ class Loss:
     def per_example(
         self, denoiser: Denoiser, x0: torch.Tensor, t64: torch.Tensor, noise: torch.Tensor, generator, kw: dict
     ) -> torch.Tensor:
-        """The loss per example at times t64 (float64, CPU) with noise eps."""
+        """The loss per example at times t64 (float64, CPU; None for a loss that draws its own) with noise eps."""
         raise NotImplementedError  # abstract
 
 

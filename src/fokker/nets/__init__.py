@@ -14,6 +14,7 @@ from fokker.errors import UserError
 from .classifier import EncoderClassifier, MLPClassifier
 from .embedding import TimeEmbedding, sinusoidal_embedding
 from .mlp import MLP
+from .registry import NETWORKS, register_network
 from .unet import UNet
 
 __all__ = [
@@ -28,15 +29,10 @@ __all__ = [
     "count_parameters",
     "network_class",
     "network_task",
+    "register_network",
     "sinusoidal_embedding",
 ]
 
-NETWORKS: dict[str, type[nn.Module]] = {
-    "unet": UNet,
-    "mlp": MLP,
-    "unet_encoder": EncoderClassifier,
-    "mlp_classifier": MLPClassifier,
-}
 TASKS = ("denoiser", "classifier")  # what a network's output is (its class's `task`)
 _TUPLE_KEYS = {"channel_mult", "attention_resolutions"}
 

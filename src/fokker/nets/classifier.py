@@ -8,11 +8,13 @@ from typing import ClassVar
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .embedding import TimeEmbedding, embed_conditions
+from .embedding import embed_conditions
 from .mlp import MLP
-from .unet import _norm, _zero, block_maker, build_down, build_mid, encode, level_resolutions
+from .registry import register_network
+from .unet import _norm, _zero, build_trunk, encode
 
 
+@register_network("unet_encoder")
 class EncoderClassifier(nn.Module):
     """ADM's noisy classifier (Dhariwal & Nichol 2021, sec. 4 and app. C: the U-Net's encoder with the
     "pooled" head): the time embedding, conv_in, the encoder and the middle block of `fokker.nets.UNet`
@@ -38,23 +40,10 @@ class EncoderClassifier(nn.Module):
         image_size: int | None = None,
     ) -> None:
         super().__init__()
-        channel_mult, attention_resolutions = tuple(channel_mult), tuple(attention_resolutions)
-        if not channel_mult or num_res_blocks < 1:
-            raise ValueError("channel_mult must be non-empty and num_res_blocks >= 1")
-        self.config = {
-            "type": "unet_encoder", "num_classes": num_classes, "in_channels": in_channels,
-            "base_channels": base_channels, "channel_mult": list(channel_mult),
-            "num_res_blocks": num_res_blocks, "attention_resolutions": list(attention_resolutions),
-            "dropout": dropout, "num_heads": num_heads, "time_scale": time_scale, "groups": groups,
-            "image_size": image_size,
-        }  # fmt: skip
-        sizes = level_resolutions(channel_mult, attention_resolutions, image_size)
-        emb_dim = 4 * base_channels
-        self.time_embed = TimeEmbedding(base_channels, emb_dim, scale=time_scale)
-        block = block_maker(emb_dim, dropout, groups, num_heads, attention_resolutions)
-        self.conv_in = nn.Conv2d(in_channels, base_channels, 3, padding=1)
-        self.down, ch, _ = build_down(block, base_channels, channel_mult, num_res_blocks, sizes)
-        self.mid = build_mid(block, ch, sizes[-1], emb_dim, dropout, groups)
+        ch = build_trunk(
+            self, in_channels, base_channels, channel_mult, num_res_blocks, attention_resolutions, dropout,
+            num_heads, time_scale, groups, image_size,
+        )[1]  # fmt: skip
         self.out = nn.Sequential(
             _norm(ch, groups), nn.SiLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), _zero(nn.Linear(ch, num_classes))
         )
@@ -68,6 +57,7 @@ class EncoderClassifier(nn.Module):
         return self.out(h)
 
 
+@register_network("mlp_classifier")
 class MLPClassifier(MLP):
     """A noisy classifier of vector data: `fokker.nets.MLP` (time-conditioned the same way, every hidden
     layer adding its projection of the time embedding) with `num_classes` logits as its output, its head
@@ -85,10 +75,6 @@ class MLPClassifier(MLP):
         time_embed_dim: int = 64,
     ) -> None:
         super().__init__(dim, hidden, depth, num_classes, None, time_scale, time_embed_dim)
-        self.config = {
-            "type": "mlp_classifier", "dim": dim, "num_classes": num_classes, "hidden": hidden,
-            "depth": depth, "time_scale": time_scale, "time_embed_dim": time_embed_dim,
-        }  # fmt: skip
 
     def forward(self, x: Tensor, t: Tensor | float) -> Tensor:
         """``x``: (B, dim); ``t``: (B,) or scalar noise level; the logits (B, num_classes)."""

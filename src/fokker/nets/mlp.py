@@ -8,8 +8,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .embedding import LabelEmbedding, TimeEmbedding, embed_conditions
+from .registry import register_network
 
 
+@register_network("mlp")
 class MLP(nn.Module):
     """Noise-conditional MLP mapping (x, t, y) with x of shape (B, dim) to (B, out_dim).
 
@@ -36,11 +38,6 @@ class MLP(nn.Module):
         if depth < 1:
             raise ValueError(f"depth must be >= 1, got {depth}")
         out_dim = out_dim or dim
-        self.config = {
-            "type": "mlp", "dim": dim, "hidden": hidden, "depth": depth, "out_dim": out_dim,
-            "num_classes": num_classes, "time_scale": time_scale,
-            "time_embed_dim": time_embed_dim,
-        }  # fmt: skip
         self.time_embed = TimeEmbedding(time_embed_dim, scale=time_scale)
         self.label_embed = None if num_classes is None else LabelEmbedding(num_classes, time_embed_dim)
         self.emb_proj = nn.Linear(time_embed_dim, depth * hidden)  # all P_i at once

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .embedding import LabelEmbedding, TimeEmbedding, embed_conditions
+from .registry import register_network
 
 
 def _norm(channels: int, groups: int) -> nn.GroupNorm:
@@ -181,6 +182,39 @@ def encode(conv_in: nn.Module, down: nn.ModuleList, x: Tensor, emb: Tensor) -> l
     return hs
 
 
+def build_trunk(
+    net: nn.Module,
+    in_channels: int,
+    base_channels: int,
+    channel_mult: tuple[int, ...],
+    num_res_blocks: int,
+    attention_resolutions: tuple[int, ...],
+    dropout: float,
+    num_heads: int,
+    time_scale: float,
+    groups: int,
+    image_size: int | None,
+    num_classes: int | None = None,
+) -> tuple[Block, int, list[int], list[int]]:
+    """Build on `net` what the U-Net and its encoder classifier share: `time_embed`, `label_embed` (None
+    without `num_classes`), `conv_in`, the encoder `down` and the middle block `mid`, in that order (the
+    order of their random initialisation). Returns the block maker, the deepest level's channels, the skips'
+    channels and the levels' sizes."""
+    channel_mult, attention_resolutions = tuple(channel_mult), tuple(attention_resolutions)
+    if not channel_mult or num_res_blocks < 1:
+        raise ValueError("channel_mult must be non-empty and num_res_blocks >= 1")
+    sizes = level_resolutions(channel_mult, attention_resolutions, image_size)
+    emb_dim = 4 * base_channels
+    net.time_embed = TimeEmbedding(base_channels, emb_dim, scale=time_scale)
+    net.label_embed = None if num_classes is None else LabelEmbedding(num_classes, emb_dim)
+    block = block_maker(emb_dim, dropout, groups, num_heads, attention_resolutions)
+    net.conv_in = nn.Conv2d(in_channels, base_channels, 3, padding=1)
+    net.down, ch, skips = build_down(block, base_channels, channel_mult, num_res_blocks, sizes)
+    net.mid = build_mid(block, ch, sizes[-1], emb_dim, dropout, groups)
+    return block, ch, skips, sizes
+
+
+@register_network("unet")
 class UNet(nn.Module):
     """Noise-conditional U-Net (Ho et al. 2020; Nichol & Dhariwal 2021) mapping (x, t, y) to an
     output of the same spatial size; the final conv is zero-initialised, so it outputs 0 at init.
@@ -210,26 +244,12 @@ class UNet(nn.Module):
         image_size: int | None = None,
     ) -> None:
         super().__init__()
-        channel_mult, attention_resolutions = tuple(channel_mult), tuple(attention_resolutions)
+        block, ch, skips, sizes = build_trunk(
+            self, in_channels, base_channels, channel_mult, num_res_blocks, attention_resolutions, dropout,
+            num_heads, time_scale, groups, image_size, num_classes,
+        )  # fmt: skip
+        ch = self._build_up(block, ch, skips, base_channels, tuple(channel_mult), num_res_blocks, sizes)
         out_channels = out_channels or in_channels
-        if not channel_mult or num_res_blocks < 1:
-            raise ValueError("channel_mult must be non-empty and num_res_blocks >= 1")
-        self.config = {
-            "type": "unet", "in_channels": in_channels, "out_channels": out_channels,
-            "base_channels": base_channels, "channel_mult": list(channel_mult),
-            "num_res_blocks": num_res_blocks, "attention_resolutions": list(attention_resolutions),
-            "dropout": dropout, "num_heads": num_heads, "num_classes": num_classes,
-            "time_scale": time_scale, "groups": groups, "image_size": image_size,
-        }  # fmt: skip
-        sizes = level_resolutions(channel_mult, attention_resolutions, image_size)
-        emb_dim = 4 * base_channels
-        self.time_embed = TimeEmbedding(base_channels, emb_dim, scale=time_scale)
-        self.label_embed = None if num_classes is None else LabelEmbedding(num_classes, emb_dim)
-        block = block_maker(emb_dim, dropout, groups, num_heads, attention_resolutions)
-        self.conv_in = nn.Conv2d(in_channels, base_channels, 3, padding=1)
-        self.down, ch, skips = build_down(block, base_channels, channel_mult, num_res_blocks, sizes)
-        self.mid = build_mid(block, ch, sizes[-1], emb_dim, dropout, groups)
-        ch = self._build_up(block, ch, skips, base_channels, channel_mult, num_res_blocks, sizes)
         self.out = nn.Sequential(_norm(ch, groups), nn.SiLU(), _zero(nn.Conv2d(ch, out_channels, 3, padding=1)))
 
     def _build_up(

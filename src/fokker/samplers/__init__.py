@@ -9,6 +9,7 @@ from tqdm.auto import tqdm
 
 from fokker.denoiser import Denoiser
 from fokker.errors import UserError
+from fokker.grids import SPACINGS, time_grid
 from fokker.noise import Generators, randn, seed_for, seeded_batches
 from fokker.samplers import consistency as _consistency  # noqa: F401  (registers "consistency")
 from fokker.samplers import ddpm as _ddpm  # noqa: F401  (registers "ddpm" and "ddim")
@@ -18,9 +19,9 @@ from fokker.samplers import edm as _edm  # noqa: F401  (registers "edm_heun" and
 from fokker.samplers import ode as _ode  # noqa: F401  (registers "ode")
 from fokker.samplers import sde as _sde  # noqa: F401  (registers "euler_maruyama" and "pc")
 from fokker.samplers import unipc as _unipc  # noqa: F401  (registers "unipc")
-from fokker.samplers.grid import SPACINGS, time_grid
+from fokker.samplers.grid_files import load_grid
 from fokker.samplers.langevin import langevin, score_from_log_prob  # also registers "annealed_langevin"
-from fokker.samplers.optimized_grid import fit_gaussian, grid_kl, load_grid, optimize_grid
+from fokker.samplers.optimized_grid import fit_gaussian, grid_kl, optimize_grid
 from fokker.samplers.registry import (
     GRID,
     SAMPLERS,

@@ -1,6 +1,6 @@
 """EDM's samplers (Karras et al. 2022, Alg. 1 and 2) for any process and prediction type, in the variables
 
-    y = x / alpha,   r = sigma / alpha (the noise ratio, EDM's sigma; fokker.samplers.grid.noise_ratio),
+    y = x / alpha,   r = sigma / alpha (the noise ratio, EDM's sigma; fokker.grids.noise_ratio),
 
 in which x_t = alpha x_0 + sigma eps is y = x_0 + r eps, the VE process EDM writes its samplers for. There the
 probability-flow ODE is dy/dr = eps_hat(x, t) (Karras et al. 2022, eq. 4 with s = 1: dx/dsigma = (x - D) / sigma),
@@ -23,8 +23,8 @@ from tqdm.auto import tqdm
 
 from fokker.denoiser import Denoiser, linear_coefficients
 from fokker.errors import UserError
+from fokker.grids import noise_ratio, times_at_log_snr
 from fokker.noise import randn
-from fokker.samplers.grid import noise_ratio, times_at_log_snr
 from fokker.samplers.registry import Rule, SamplerCall, register
 from fokker.samplers.steps import conditionings
 
