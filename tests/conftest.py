@@ -3,7 +3,11 @@ import os
 import pytest
 import torch
 
-torch.set_num_threads(2)
+# One core per xdist worker: two workers of two threads each on two cores spin against each other (the suite
+# took 1.5x as long); run alone, a test keeps torch's default.
+_workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
+if _workers:
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // _workers))
 
 
 @pytest.fixture(autouse=True, scope="session")

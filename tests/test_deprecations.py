@@ -25,3 +25,12 @@ def test_the_old_noise_module_warns_and_is_the_new_one():
     import fokker.noise
 
     assert old.randn is fokker.noise.randn and old.seeded_batches is fokker.noise.seeded_batches
+
+
+def test_the_old_grid_module_warns_and_is_the_new_one():
+    sys.modules.pop("fokker.samplers.grid", None)
+    with pytest.warns(DeprecationWarning, match="fokker.grids"):
+        old = importlib.import_module("fokker.samplers.grid")
+    import fokker.grids
+
+    assert old.time_grid is fokker.grids.time_grid and old.SPACINGS is fokker.grids.SPACINGS
