@@ -93,7 +93,10 @@ def footer(command: str, date: str, machine_line: str, conditions: str) -> list[
 
 
 def publish(heading: str, text: str, write: bool) -> None:
-    """Print a section, and with --write put it into docs/benchmarks.md."""
+    """Print a section, and with --write put it into docs/benchmarks.md (the text starts with its '## ' heading,
+    by which a rerun finds and replaces it)."""
+    if not (heading.startswith("## ") and text.startswith(heading + "\n")):
+        raise ValueError(f"a section's text must start with its '## ' heading line, {heading!r}")
     print(text)
     if write:
         write_section(heading, text)

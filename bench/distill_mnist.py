@@ -26,6 +26,7 @@ from fokker.samplers import sample_seeded
 from fokker.viz import save_picture
 
 DOCS_IMG = Path(__file__).resolve().parents[1] / "docs" / "img"
+SECTION = "## Few-step students on MNIST"
 # name -> (fokker distill flags, sampler, the step counts to score)
 METHODS = {
     "progressive (v)": (["--method", "progressive", "--to-steps", "4", "--from-steps", "64"], "ddim", (4,)),
@@ -125,7 +126,7 @@ def main() -> None:
     results["timing"] = timing
     results_path.write_text(json.dumps(results, indent=1) + "\n")
     command, date = invocation("distill_mnist.py")
-    publish("Few-step students on MNIST", section(results, args, command, date), args.write)
+    publish(SECTION, section(results, args, command, date), args.write)
 
 
 def _training(folder: Path) -> dict:
@@ -161,6 +162,8 @@ def section(results: dict, args, command: str, date: str) -> str:
     t = results["teacher"]
     ref = t["rows"]["ddpm 100"]["fid"]
     lines = [
+        SECTION,
+        "",
         f"Students of the `mnist` preset's 15-minute checkpoint ({args.teacher}), each distilled for {args.minutes:g} "
         f"CPU-minutes (`fokker distill`), scored on {args.num} samples (seed 0) by domain FID in fokker's MNIST "
         f"classifier features against the training digits (held-out digits: {t['floor']:.2f}) and the recognizable "
