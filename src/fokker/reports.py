@@ -1,6 +1,7 @@
 """What the analysis commands compute from a trained model and its run's data, as plain values a script
 can use without writing a file: the likelihood report of held-out examples (bits/dim with a confidence
-interval and the bound's L_T / L_0 / KL split) and the two endpoints of an interpolation."""
+interval and the bound's L_T / L_0 / KL split), the two endpoints of an interpolation, and the time grid
+optimized for a sampler on the run's data."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from fokker.data import dataset_for, load_image
 from fokker.denoiser import Denoiser
 from fokker.errors import UserError
 from fokker.likelihood import Likelihood, likelihood_in_batches, method_options
-from fokker.samplers import time_grid
+from fokker.samplers import check_options, fit_gaussian, optimize_grid, time_grid
+from fokker.samplers.optimized_grid import MAX_EXAMPLES, MIN_VAR
 
 if TYPE_CHECKING:
     from fokker.config import RunConfig
@@ -139,3 +141,28 @@ def interpolation_pair(config: RunConfig, a: str, b: str) -> tuple[torch.Tensor,
         else:
             ends.append(load_image(given, shape))
     return ends[0], ends[1]
+
+
+def fitted_grid(
+    denoiser: Denoiser,
+    config: RunConfig,
+    sampler: str,
+    steps: int,
+    options: dict | None = None,
+    *,
+    max_examples: int = MAX_EXAMPLES,
+    min_var: float = MIN_VAR,
+) -> tuple[torch.Tensor, dict]:
+    """`fokker grid`: the times of the `steps`-step grid optimized for the deterministic `sampler` (with its
+    `options`) on the Gaussian fitted to at most `max_examples` of the run's training data, eigenvalues floored
+    at `min_var` (fokker.samplers.optimized_grid). Returns (times, info): optimize_grid's info with "fit", what
+    was fitted (examples, dim, min_var)."""
+    if max_examples < 2 or min_var <= 0:
+        raise UserError(f"max_examples must be at least 2 and min_var positive, got {max_examples}, {min_var}")
+    options = options or {}
+    check_options(sampler, options, {"steps": steps})
+    data = dataset_for(config).data
+    mean, eigvals = fit_gaussian(data, max_examples, min_var)
+    times, info = optimize_grid(denoiser.process, mean, eigvals, sampler, steps, **options)
+    info["fit"] = {"examples": min(len(data), max_examples), "dim": len(mean), "min_var": min_var}
+    return times, info

@@ -46,11 +46,9 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     """Fit, optimize, write RUN/grids/<sampler>-<steps>.json and print the KL before and after."""
     from fokker.config import sample_options
-    from fokker.data import dataset_for
     from fokker.model import load_model
-    from fokker.samplers import check_options
+    from fokker.reports import fitted_grid
     from fokker.samplers.grid_files import grid_path, save_grid
-    from fokker.samplers.optimized_grid import fit_gaussian, optimize_grid
 
     if args.max_examples < 2 or args.min_var <= 0:
         raise UserError(
@@ -60,12 +58,10 @@ def run(args: argparse.Namespace) -> int:
     sampler = args.sampler or config.sample.sampler
     steps = args.steps if args.steps is not None else config.sample.steps
     options = {**sample_options(config, sampler), **sampler_options(args)}
-    check_options(sampler, options, {"steps": steps})
-    data = dataset_for(config).data
-    mean, eigvals = fit_gaussian(data, args.max_examples, args.min_var)
-    times, info = optimize_grid(denoiser.process, mean, eigvals, sampler, steps, **options)
-    fit = {"examples": min(len(data), args.max_examples), "dim": len(mean), "min_var": args.min_var}
-    path = save_grid(grid_path(args.checkpoint, sampler, steps, options), sampler, steps, options, times, info, fit=fit)
+    times, info = fitted_grid(denoiser, config, sampler, steps, options, max_examples=args.max_examples,
+                              min_var=args.min_var)  # fmt: skip
+    path = grid_path(args.checkpoint, sampler, steps, options)
+    save_grid(path, sampler, steps, options, times, info, fit=info["fit"])
     print(
         f"{sampler}, {steps} steps: KL to the fitted Gaussian {info['kl']:.4g} on the optimized grid, "
         f"{info['kl_log_snr']:.4g} on the log_snr grid ({info['evaluations']} sampler runs, {info['seconds']:.1f} s); "
