@@ -1,10 +1,11 @@
 """Few-step students of the `mnist` preset's 15-minute checkpoint (issue 17's goals): progressive
 distillation to 4 steps (v- and eps-prediction students, to show eps fails at few steps), consistency tuning
-(ECT) and consistency distillation (CD), each with the same CPU-minute budget; then domain FID and the
+(ECT) and consistency distillation (CD), each with the same CPU-minute budget, and consistency training from
+scratch (the consistency-mnist preset, --ct-minutes, 30 by default); then domain FID and the
 recognizable rate (fokker's MNIST classifier) at the students' step counts next to the teacher's DDPM at 100
 steps and the teacher itself at the same few steps, sample grids, and the time to draw 64 samples.
 
-    python bench/distill_mnist.py [--teacher RUN] [--minutes 15] [--num 500] [--write]
+    python bench/distill_mnist.py [--teacher RUN] [--minutes 15] [--ct-minutes 30] [--num 500] [--write]
 
 Students are trained once into --out (default runs/bench-distill) and reused; --fresh trains them again."""
 
@@ -27,7 +28,7 @@ from fokker.viz import save_picture
 
 DOCS_IMG = Path(__file__).resolve().parents[1] / "docs" / "img"
 SECTION = "## Few-step students on MNIST"
-# name -> (fokker distill flags, sampler, the step counts to score)
+# name -> (fokker distill flags, or fokker train's for a model trained from scratch; sampler; the step counts to score)
 METHODS = {
     "progressive (v)": (["--method", "progressive", "--to-steps", "4", "--from-steps", "64"], "ddim", (4,)),
     "progressive (eps)": (
@@ -37,6 +38,7 @@ METHODS = {
     ),
     "ECT": (["--method", "ect"], "consistency", (1, 2, 4)),
     "CD (edm_heun)": (["--method", "consistency", "--solver", "edm_heun"], "consistency", (1, 2, 4)),
+    "CT (from scratch)": (["train", "--preset", "consistency-mnist"], "consistency", (1, 2, 4)),
 }
 
 
@@ -53,9 +55,12 @@ def distill(teacher: Path, out: Path, name: str, minutes: float, fresh: bool) ->
         return folder, None
     flags = METHODS[name][0]
     start = time.time()
-    args = ["distill", "--checkpoint", str(teacher), *flags, "--minutes", str(minutes), "--out", str(folder)]
+    if flags[0] == "train":  # from scratch: no teacher
+        args = [*flags, "--minutes", str(minutes), "--out", str(folder)]
+    else:
+        args = ["distill", "--checkpoint", str(teacher), *flags, "--minutes", str(minutes), "--out", str(folder)]
     if fokker_cli([*args, "--no-progress"]) != 0:
-        raise SystemExit(f"fokker distill failed for {name}")
+        raise SystemExit(f"fokker {args[0]} failed for {name}")
     return folder, (time.time() - start) / 60
 
 
@@ -85,7 +90,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--teacher", default="runs/bench-samplers/mnist-15min", help="the mnist preset's run")
     p.add_argument("--out", default="runs/bench-distill")
-    p.add_argument("--minutes", type=float, default=15.0, help="CPU-minutes per method")
+    p.add_argument("--minutes", type=float, default=15.0, help="CPU-minutes per distillation method")
+    p.add_argument("--ct-minutes", type=float, default=30.0, help="CPU-minutes of consistency training from scratch")
     p.add_argument("--num", type=int, default=500)
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     p.add_argument("--fresh", action="store_true", help="train the students again")
@@ -105,7 +111,8 @@ def main() -> None:
             rows[f"consistency {n}"] = scores(teacher, "consistency", n, args.num, scorer, None)
         results["teacher"] = {"rows": rows, "floor": scorer(held_out.data[: args.num])["fid"]}
     for name in args.methods:
-        folder, minutes = distill(teacher, out, name, args.minutes, args.fresh)
+        budget = args.ct_minutes if METHODS[name][0][0] == "train" else args.minutes
+        folder, minutes = distill(teacher, out, name, budget, args.fresh)
         entry = results.get(name, {})
         if minutes is not None or "rows" not in entry:
             _, sampler, steps = METHODS[name]
@@ -118,8 +125,8 @@ def main() -> None:
                 entry["minutes"] = minutes
         results[name] = entry
         results_path.write_text(json.dumps(results, indent=1) + "\n")
-    timing = {"teacher ddpm 100": draw_seconds(teacher, "ddpm", 100)}
-    for name in args.methods:
+    timing = {"teacher ddpm 100": draw_seconds(teacher, "ddpm", 100)}  # every student trained so far, in one run
+    for name in [m for m in METHODS if m in results]:
         _, sampler, steps = METHODS[name]
         for n in steps:
             timing[f"{name} {sampler} {n}"] = draw_seconds(out / slug(name), sampler, n)
@@ -155,6 +162,12 @@ def goals(results: dict, ref: float) -> list[str]:
             out.append(f"- {m}: recognizable {two:.1%} at 2 steps and {one:.1%} at 1 step (goals >= 70% and >= 50%: "
                        f"{verdict}); the teacher's own DDPM-100 samples are "
                        f"{results['teacher']['rows']['ddpm 100']['recognizable']:.1%} recognizable.")  # fmt: skip
+    ct, cd = results.get("CT (from scratch)", {}).get("rows", {}), results.get("CD (edm_heun)", {}).get("rows", {})
+    if "consistency 1" in ct and "consistency 2" in ct:
+        against = (f" (CD: {cd['consistency 1']['fid']:.1f} and {cd['consistency 2']['fid']:.1f})"
+                   if "consistency 2" in cd else "")  # fmt: skip
+        out.append(f"- Consistency training from scratch: FID {ct['consistency 1']['fid']:.1f} at 1 step and "
+                   f"{ct['consistency 2']['fid']:.1f} at 2{against}.")  # fmt: skip
     return out
 
 
@@ -165,7 +178,9 @@ def section(results: dict, args, command: str, date: str) -> str:
         SECTION,
         "",
         f"Students of the `mnist` preset's 15-minute checkpoint ({args.teacher}), each distilled for {args.minutes:g} "
-        f"CPU-minutes (`fokker distill`), scored on {args.num} samples (seed 0) by domain FID in fokker's MNIST "
+        f"CPU-minutes (`fokker distill`), and a consistency model trained from scratch for {args.ct_minutes:g} "
+        f"(`fokker train --preset consistency-mnist`), scored on {args.num} samples (seed 0) by domain FID in "
+        "fokker's MNIST "
         f"classifier features against the training digits (held-out digits: {t['floor']:.2f}) and the recognizable "
         "rate (classifier confidence >= 0.9). Every sampler keeps the preset's x0 clip to [-1, 1]. The teacher's "
         "rows are its own samplers at the same step counts. Anchors (CIFAR-10, GPU-days): progressive distillation "
