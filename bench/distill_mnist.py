@@ -98,6 +98,10 @@ def main() -> None:
     p.add_argument("--write", action="store_true", help="write the section into docs/benchmarks.md")
     args = p.parse_args()
     teacher, out = Path(args.teacher), Path(args.out)
+
+    def shown(picture: str) -> str | None:  # sample grids go into docs/img with --write only
+        return picture if args.write else None
+
     out.mkdir(parents=True, exist_ok=True)
     results_path = out / "results.json"
     results = json.loads(results_path.read_text()) if results_path.exists() and not args.fresh else {}
@@ -105,7 +109,7 @@ def main() -> None:
     reference, held_out = reference_data(config, args.num)
     scorer = Scorer.for_data(reference, config, "cpu", False, None, 0)
     if "teacher" not in results:
-        rows = {"ddpm 100": scores(teacher, "ddpm", 100, args.num, scorer, "distill_teacher_ddpm100.png")}
+        rows = {"ddpm 100": scores(teacher, "ddpm", 100, args.num, scorer, shown("distill_teacher_ddpm100.png"))}
         for n in (1, 2, 4):
             rows[f"ddim {n}"] = scores(teacher, "ddim", n, args.num, scorer, None)
             rows[f"consistency {n}"] = scores(teacher, "consistency", n, args.num, scorer, None)
@@ -117,7 +121,7 @@ def main() -> None:
         if minutes is not None or "rows" not in entry:
             _, sampler, steps = METHODS[name]
             entry["rows"] = {
-                f"{sampler} {n}": scores(folder, sampler, n, args.num, scorer, f"distill_{slug(name)}_{n}.png")
+                f"{sampler} {n}": scores(folder, sampler, n, args.num, scorer, shown(f"distill_{slug(name)}_{n}.png"))
                 for n in steps
             }
             entry["train"] = _training(folder)
@@ -141,7 +145,8 @@ def _training(folder: Path) -> dict:
     rounds = folder / "distill.json"
     if rounds.exists():
         return {"rounds": json.loads(rounds.read_text())["rounds"]}
-    lines = [json.loads(x) for x in (folder / "metrics.jsonl").read_text().splitlines() if x.strip()]
+    log = folder / "metrics.jsonl"  # absent when the run was shorter than its log interval
+    lines = [json.loads(x) for x in log.read_text().splitlines() if x.strip()] if log.exists() else []
     logged = [x for x in lines if "loss" in x]
     return {"steps": logged[-1]["step"] if logged else 0, "loss": logged[-1]["loss"] if logged else None}
 
@@ -199,7 +204,7 @@ def section(results: dict, args, command: str, date: str) -> str:
         "",
         *goals(results, ref),
         "",
-        "Samples (64 of the 500, seed 0): the teacher's DDPM-100, then each student:",
+        f"Samples (64 of the {args.num}, seed 0): the teacher's DDPM-100, then each student:",
         "",
     ]
     lines.append("![teacher ddpm 100](img/distill_teacher_ddpm100.png)")
@@ -219,7 +224,8 @@ def section(results: dict, args, command: str, date: str) -> str:
                 ]
                 lines.append(f"- {m}: " + "; ".join(parts))
             else:
-                lines.append(f"- {m}: {tr['steps']} updates, last loss {tr['loss']:.4g}")
+                loss = "no loss logged" if tr["loss"] is None else f"last loss {tr['loss']:.4g}"
+                lines.append(f"- {m}: {tr['steps']} updates, {loss}")
     timing = results.get("timing", {})
     base = timing.get("teacher ddpm 100")
     if base:
