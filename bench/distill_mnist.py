@@ -179,12 +179,13 @@ def goals(results: dict, ref: float) -> list[str]:
 def section(results: dict, args, command: str, date: str) -> str:
     t = results["teacher"]
     ref = t["rows"]["ddpm 100"]["fid"]
+    scratch = (f", and a consistency model trained from scratch for {args.ct_minutes:g} (`fokker train --preset "
+               "consistency-mnist`)" if "CT (from scratch)" in results else "")  # fmt: skip
     lines = [
         SECTION,
         "",
         f"Students of the `mnist` preset's 15-minute checkpoint ({args.teacher}), each distilled for {args.minutes:g} "
-        f"CPU-minutes (`fokker distill`), and a consistency model trained from scratch for {args.ct_minutes:g} "
-        f"(`fokker train --preset consistency-mnist`), scored on {args.num} samples (seed 0) by domain FID in "
+        f"CPU-minutes (`fokker distill`){scratch}, scored on {args.num} samples (seed 0) by domain FID in "
         "fokker's MNIST "
         f"classifier features against the training digits (held-out digits: {t['floor']:.2f}) and the recognizable "
         "rate (classifier confidence >= 0.9). Every sampler keeps the preset's x0 clip to [-1, 1]. The teacher's "
