@@ -205,6 +205,10 @@ def test_fokker_grid_writes_the_grid_and_sample_uses_it(run, monkeypatch, capsys
             "`fokker grid --checkpoint run --sampler unipc --steps 3 --order 3`",
         ),
         (["grid", "--checkpoint", "run", "--sampler", "ddpm", "--steps", "3"], "sampler 'ddpm' draws noise"),
+        (["grid", "--checkpoint", "run", "--sampler", "ddim", "--steps", "3", "--max-examples", "1"],
+         "max_examples (--max-examples) must be at least 2"),
+        (["grid", "--checkpoint", "run", "--sampler", "ddim", "--steps", "3", "--min-var", "0"],
+         "min_var (--min-var) positive"),
     ],
 )  # fmt: skip
 def test_grid_user_errors_are_one_line(run, args, message, monkeypatch, capsys):

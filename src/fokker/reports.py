@@ -158,7 +158,10 @@ def fitted_grid(
     at `min_var` (fokker.samplers.optimized_grid). Returns (times, info): optimize_grid's info with "fit", what
     was fitted (examples, dim, min_var)."""
     if max_examples < 2 or min_var <= 0:
-        raise UserError(f"max_examples must be at least 2 and min_var positive, got {max_examples}, {min_var}")
+        raise UserError(
+            f"max_examples (--max-examples) must be at least 2 and min_var (--min-var) positive, got {max_examples} "
+            f"and {min_var}"
+        )
     options = options or {}
     check_options(sampler, options, {"steps": steps})
     data = dataset_for(config).data

@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 
 from fokker.cli.flags import SAMPLER_FLAGS, add_checkpoint, command_parser, flag, sampler_options
-from fokker.errors import UserError
 
 EXAMPLE = """examples:
   fokker grid --checkpoint runs/mnist --sampler dpmpp_2m --steps 10      (writes runs/mnist/grids/dpmpp_2m-10.json)
@@ -50,10 +49,6 @@ def run(args: argparse.Namespace) -> int:
     from fokker.reports import fitted_grid
     from fokker.samplers.grid_files import grid_path, save_grid
 
-    if args.max_examples < 2 or args.min_var <= 0:
-        raise UserError(
-            f"--max-examples must be at least 2 and --min-var positive, got {args.max_examples}, {args.min_var}"
-        )
     denoiser, config = load_model(args.checkpoint, "cpu")
     sampler = args.sampler or config.sample.sampler
     steps = args.steps if args.steps is not None else config.sample.steps
