@@ -69,7 +69,8 @@ def test_the_classifier_networks_map_inputs_to_one_logit_per_class():
     assert logits.shape == (6, 8) and torch.equal(logits, torch.zeros(6, 8))  # zero head: uniform at init
     assert build_network(mlp.config).config == mlp.config
     assert {k: network_task(k) for k in NETWORKS} == {
-        "unet": "denoiser", "mlp": "denoiser", "unet_encoder": "classifier", "mlp_classifier": "classifier"
+        "unet": "denoiser", "dit": "denoiser", "mlp": "denoiser", "unet_encoder": "classifier",
+        "mlp_classifier": "classifier",
     }  # fmt: skip
 
 

@@ -170,7 +170,7 @@ def test_build_network_round_trip() -> None:
 @pytest.mark.parametrize(
     ("cfg", "match"),
     [
-        ({"type": "resnet"}, "unknown network type 'resnet'; accepted: mlp, mlp_classifier, unet, unet_encoder"),
+        ({"type": "resnet"}, "unknown network type 'resnet'; accepted: dit, mlp, mlp_classifier, unet, unet_encoder"),
         ({"in_channels": 1}, "unknown network type None"),
         ({"type": "unet", "chanels": 3}, "unknown key.*'chanels'.*accepted: .*in_channels"),
         ({"type": "mlp", "dim": 2, "width": 3}, "'width'.*accepted: .*hidden"),

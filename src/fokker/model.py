@@ -36,7 +36,7 @@ def resolve_config(config: RunConfig | dict, dataset: Dataset) -> RunConfig:
     return config
 
 
-IMAGE_NETWORKS = ("unet", "unet_encoder")  # they take in_channels and image_size from the data
+IMAGE_NETWORKS = ("unet", "dit", "unet_encoder")  # they take in_channels and image_size from the data
 VECTOR_NETWORKS = ("mlp", "mlp_classifier")  # they take dim from the data
 
 
@@ -51,8 +51,10 @@ def _fill_sizes(config: RunConfig, dataset: Dataset) -> None:
         net.setdefault("in_channels", dataset.shape[0])
         if dataset.shape[0] != net["in_channels"]:
             raise UserError(f"model.network.in_channels = {net['in_channels']} but the data has {dataset.shape[0]}")
+        if kind == "dit" and dataset.shape[-1] != dataset.shape[-2]:
+            raise UserError(f"a dit network takes square images; {dataset.name} has shape {dataset.shape}")
         net.setdefault("image_size", dataset.shape[-1])
-        if kind == "unet":
+        if kind in ("unet", "dit"):
             net.setdefault("out_channels", outputs * net["in_channels"])
     elif kind in VECTOR_NETWORKS:
         if len(dataset.shape) != 1:

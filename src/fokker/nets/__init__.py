@@ -1,5 +1,5 @@
 """Networks: they know nothing of processes; they map (x, noise level, labels) to an output. Each one's
-`task` says what that output is: "denoiser" (the prediction of a Denoiser: UNet, MLP) or "classifier"
+`task` says what that output is: "denoiser" (the prediction of a Denoiser: UNet, DiT, MLP) or "classifier"
 (the logits of p_t(y | x_t): EncoderClassifier, MLPClassifier)."""
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from torch import nn
 from fokker.errors import UserError
 
 from .classifier import EncoderClassifier, MLPClassifier
+from .dit import DiT
 from .embedding import TimeEmbedding, sinusoidal_embedding
 from .mlp import MLP
 from .registry import NETWORKS, register_network
@@ -21,6 +22,7 @@ __all__ = [
     "MLP",
     "NETWORKS",
     "TASKS",
+    "DiT",
     "EncoderClassifier",
     "MLPClassifier",
     "TimeEmbedding",
@@ -38,7 +40,7 @@ _TUPLE_KEYS = {"channel_mult", "attention_resolutions"}
 
 
 def build_network(config: dict[str, Any]) -> nn.Module:
-    """Build a network from a JSON-able dict ``{"type": "unet" | "mlp", **constructor kwargs}``.
+    """Build a network from a JSON-able dict ``{"type": "unet" | "dit" | "mlp", **constructor kwargs}``.
 
     Lists are accepted where tuples are expected; ``build_network(net.config)`` rebuilds ``net``'s
     architecture. Raises UserError naming the bad type, key or value and what is accepted.
