@@ -35,6 +35,8 @@ from fokker.samplers.registry import get_sampler, uses_grid
 from fokker.schedules import F64
 
 SNR_WEIGHTINGS = ("truncated_snr", "snr_plus_one")  # Salimans & Ho 2022, sec. 4
+P_MEAN, P_STD = -1.1, 2.0  # iCT's lognormal noise levels (Song & Dhariwal 2023, sec. 3.5)
+PAIRS = ("uniform", "lognormal")  # how CD draws its pair of adjacent levels
 
 
 def _draws_on(generator: torch.Generator | None) -> torch.device | None:
@@ -145,10 +147,11 @@ class ProgressiveLoss(DistillLoss):
 class ConsistencyLoss(DistillLoss):
     """What the consistency losses share: a pair of times s < t per example, the noisy x_t, the stopped
     target f(x_s, s) (no EMA teacher: iCT, sec. 3.2) and lambda = 1 / (r_t - r_s) times the pseudo-Huber
-    distance (Song & Dhariwal 2023, sec. 3.1-3.3). Noise levels lognormal in r (p_mean, p_std; sec. 3.5)."""
+    distance (Song & Dhariwal 2023, sec. 3.1-3.3). Noise levels lognormal in r (p_mean, p_std; sec. 3.5;
+    None: iCT's -1.1 and 2.0)."""
 
-    p_mean: float = -1.1
-    p_std: float = 2.0
+    p_mean: float | None = None
+    p_std: float | None = None
     huber_c: float | None = None
     step: int = 0  # the training step, for a curriculum (`at_step`)
 
@@ -173,9 +176,13 @@ class ConsistencyLoss(DistillLoss):
         weight = 1 / (noise_ratio(process, t) - noise_ratio(process, s))
         return weight.to(x0) * pseudo_huber(model.raw(x_t, t, **kw), target, self.huber_c)
 
+    def lognormal(self) -> tuple[float, float]:
+        """(P_mean, P_std) of log r: the options, or iCT's (Song & Dhariwal 2023, sec. 3.5)."""
+        return (P_MEAN if self.p_mean is None else self.p_mean, P_STD if self.p_std is None else self.p_std)
+
     def lognormal_pair(self, process: Process, levels: torch.Tensor, n: int, generator) -> tuple[torch.Tensor, ...]:
         """Adjacent levels (s, t) of the increasing times `levels`, the pair drawn lognormally in r."""
-        probs = lognormal_pair_probabilities(noise_ratio(process, levels), self.p_mean, self.p_std)
+        probs = lognormal_pair_probabilities(noise_ratio(process, levels), *self.lognormal())
         i = torch.multinomial(probs.float().to(_draws_on(generator)), n, replacement=True, generator=generator).cpu()
         return levels[i], levels[i + 1]
 
@@ -213,13 +220,15 @@ class ConsistencyDistillationLoss(ConsistencyLoss):
     """Consistency distillation (Song et al. 2023, Alg. 2): `levels` Karras levels; x_s is one step of the
     teacher's probability-flow ODE from x_t, taken by the fokker sampler `solver` on the grid [t, s] (edm_heun:
     Heun, the paper's; ddim, dpmpp_2m: first order on one step; dpmpp_2s, unipc ...). One sampler call per
-    distinct level of the batch."""
+    distinct level of the batch. `pairs`: the pair of adjacent levels is uniform (the paper's n ~ U[1, N - 1])
+    or drawn lognormally in r (iCT's, with p_mean and p_std)."""
 
     name: ClassVar[str] = "consistency_distillation"
     uses_teacher: ClassVar[bool] = True
     teacher: Any = None
     solver: str = "edm_heun"
     levels: int = 18
+    pairs: str = "uniform"
 
     def validate_options(self) -> None:
         get_sampler(self.solver)
@@ -227,10 +236,18 @@ class ConsistencyDistillationLoss(ConsistencyLoss):
             raise UserError(f"solver {self.solver!r} is adaptive; CD needs a sampler that steps on a grid")
         if not isinstance(self.levels, int) or self.levels < 2:
             raise UserError(f"loss_options.levels must be an integer >= 2, got {self.levels}")
+        if self.pairs not in PAIRS:
+            raise UserError(f"unknown loss_options.pairs {self.pairs!r}; expected one of {', '.join(PAIRS)}")
+        if self.pairs == "uniform" and (self.p_mean, self.p_std) != (None, None):
+            raise UserError("loss_options p_mean and p_std shape lognormal pairs; with them set pairs: lognormal")
         super().validate_options()
 
     def pair(self, model, n, generator):
-        return self.lognormal_pair(model.process, karras_times(model.process, self.levels), n, generator)
+        levels = karras_times(model.process, self.levels)
+        if self.pairs == "lognormal":
+            return self.lognormal_pair(model.process, levels, n, generator)
+        i = torch.randint(0, len(levels) - 1, (n,), generator=generator, device=_draws_on(generator)).cpu()
+        return levels[i], levels[i + 1]
 
     def lower_state(self, model, x0, noise, x_t, s, t, kw) -> torch.Tensor:
         teacher, solve = teacher_model(self.teacher, x0.device), get_sampler(self.solver)
@@ -263,7 +280,8 @@ class ConsistencyTuningLoss(ConsistencyLoss):
 
     def pair(self, model, n, generator):
         process = model.process
-        log_r = self.p_mean + self.p_std * torch.randn(n, generator=generator, device=_draws_on(generator)).cpu()
+        p_mean, p_std = self.lognormal()
+        log_r = p_mean + p_std * torch.randn(n, generator=generator, device=_draws_on(generator)).cpu()
         ends = noise_ratio(process, torch.tensor([process.first_time, 1.0], dtype=F64))
         t = times_of_ratios(process, torch.exp(log_r.double()).clamp(*ends.tolist()))
         step_above = 1.0 / process.T if process.T is not None else 0.0
