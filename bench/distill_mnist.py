@@ -28,6 +28,7 @@ from fokker.viz import save_picture
 
 DOCS_IMG = Path(__file__).resolve().parents[1] / "docs" / "img"
 SECTION = "## Few-step students on MNIST"
+ODE_STEPS = (64, 256)  # the teacher's DDIM (its ODE) at the progressive students' first step count, and converged
 # name -> (fokker distill flags, or fokker train's for a model trained from scratch; sampler; the step counts to score)
 METHODS = {
     "progressive (v)": (["--method", "progressive", "--to-steps", "4", "--from-steps", "64"], "ddim", (4,)),
@@ -38,6 +39,11 @@ METHODS = {
     ),
     "ECT": (["--method", "ect"], "consistency", (1, 2, 4)),
     "CD (edm_heun)": (["--method", "consistency", "--solver", "edm_heun"], "consistency", (1, 2, 4)),
+    "CD (edm_heun, uniform pairs)": (
+        ["--method", "consistency", "--solver", "edm_heun", "--pairs", "uniform"],
+        "consistency",
+        (1, 2, 4),
+    ),
     "CT (from scratch)": (["train", "--preset", "consistency-mnist"], "consistency", (1, 2, 4)),
 }
 
@@ -114,6 +120,10 @@ def main() -> None:
             rows[f"ddim {n}"] = scores(teacher, "ddim", n, args.num, scorer, None)
             rows[f"consistency {n}"] = scores(teacher, "consistency", n, args.num, scorer, None)
         results["teacher"] = {"rows": rows, "floor": scorer(held_out.data[: args.num])["fid"]}
+    rows = results["teacher"]["rows"]
+    for n in ODE_STEPS:  # the teacher's probability-flow ODE, which a progressive student distils
+        if f"ddim {n}" not in rows:
+            rows[f"ddim {n}"] = scores(teacher, "ddim", n, args.num, scorer, None)
     for name in args.methods:
         budget = args.ct_minutes if METHODS[name][0][0] == "train" else args.minutes
         folder, minutes = distill(teacher, out, name, budget, args.fresh)
@@ -159,7 +169,14 @@ def goals(results: dict, ref: float) -> list[str]:
         verdict = "met" if pd["fid"] <= 1.5 * ref else "missed"
         out.append(f"- Progressive distillation to 4 steps: FID {pd['fid']:.1f} = {pd['fid'] / ref:.2f}x the teacher's "
                    f"DDPM-100 (goal <= 1.5x: {verdict}).")  # fmt: skip
-    for m in ("ECT", "CD (edm_heun)"):
+        ode = {n: results["teacher"]["rows"].get(f"ddim {n}") for n in ODE_STEPS}
+        if all(ode.values()):
+            first, last = ode[ODE_STEPS[0]]["fid"], ode[ODE_STEPS[-1]]["fid"]
+            out.append(f"  It distils the teacher's ODE (DDIM), whose own FID is {first:.1f} at {ODE_STEPS[0]} "
+                       f"steps (the student's source; the student is {pd['fid'] / first:.2f}x it) and {last:.1f} at "
+                       f"{ODE_STEPS[-1]} ({last / ref:.2f}x the DDPM-100): a student that matched the ODE exactly "
+                       f"would score about that, {'within' if last <= 1.5 * ref else 'above'} the goal.")  # fmt: skip
+    for m in ("ECT", "CD (edm_heun)", "CD (edm_heun, uniform pairs)"):
         rows = results.get(m, {}).get("rows", {})
         if "consistency 1" in rows and "consistency 2" in rows:
             one, two = rows["consistency 1"]["recognizable"], rows["consistency 2"]["recognizable"]

@@ -178,9 +178,7 @@ def test_consistency_distillation_converges_to_the_exact_flow_map(solver, floor)
     net = PerLevel(levels, 2)
     model = ConsistencyDenoiser(net, process, "x0")
     g = torch.Generator().manual_seed(3)
-    loss_fn = ConsistencyDistillationLoss(
-        teacher=teacher, solver=solver, levels=18, pairs="lognormal", p_std=3.0, huber_c=1.0
-    )
+    loss_fn = ConsistencyDistillationLoss(teacher=teacher, solver=solver, levels=18, p_std=3.0, huber_c=1.0)
     errors = [consistency_error(model, target, process, levels, g)]
     for steps in (60, 600):
         train_consistency(loss_fn, model, net, target, steps, g)
@@ -261,9 +259,10 @@ def test_consistency_tuning_pairs_are_ordered_and_shrink():
     assert gaps[0] > gaps[1] > gaps[2]
 
 
-def test_consistency_distillation_pairs_are_uniform_by_default_or_lognormal():
-    """CD's pair is a uniform n of the N levels (Song et al. 2023, Alg. 2), so the top pair, where one-step
-    sampling evaluates f, is drawn as often as any; iCT's lognormal pairs (r median e^-1.1) almost never draw it."""
+def test_consistency_distillation_pairs_are_lognormal_or_uniform():
+    """CD's pair is a uniform n of the N levels with pairs uniform (Song et al. 2023, Alg. 2), so the top pair,
+    where one-step sampling evaluates f, is drawn as often as any; iCT's lognormal pairs (r median e^-1.1, the
+    default) almost never draw it."""
     process = VP(1000, "cosine")
     model = ConsistencyDenoiser(lambda x, c: x, process, "v")
     levels = karras_times(process, 18)
@@ -277,7 +276,8 @@ def test_consistency_distillation_pairs_are_uniform_by_default_or_lognormal():
         assert top_share[0] <= float(counts[-1]) <= top_share[1], (pairs, counts)
         if pairs == "uniform":  # each share within 20% of 1 / n: over 9 standard deviations at 34,000 draws
             assert bool(((counts - 1 / n).abs() < 0.2 / n).all()), counts
+    assert ConsistencyDistillationLoss(teacher=model).pairs == "lognormal"
     with pytest.raises(UserError, match="pairs: lognormal"):
-        ConsistencyDistillationLoss(teacher=model, p_std=3.0)
+        ConsistencyDistillationLoss(teacher=model, pairs="uniform", p_std=3.0)
     with pytest.raises(UserError, match=r"unknown loss_options\.pairs"):
         ConsistencyDistillationLoss(teacher=model, pairs="sometimes")

@@ -70,8 +70,13 @@ def test_a_student_starts_as_its_teacher(teacher):
 @pytest.mark.parametrize("method", ["ect", "consistency"])
 def test_consistency_students_sample_in_one_step_and_evaluate_beside_the_teacher(method, teacher, tmp_path, capsys):
     out = tmp_path / method
-    assert run("distill", "--checkpoint", str(teacher), "--method", method, "--steps", "2", "--out", str(out)) == 0
+    own = ["--pairs", "uniform"] if method == "consistency" else []  # reaches the loss (checked below)
+    assert (
+        run("distill", "--checkpoint", str(teacher), "--method", method, *own, "--steps", "2", "--out", str(out)) == 0
+    )
     model, config = load_model(out)
+    if method == "consistency":
+        assert config.train.loss_options["pairs"] == "uniform"
     assert config.model.parameterisation == "consistency" and type(model).__name__ == "ConsistencyDenoiser"
     assert run("sample", "--checkpoint", str(out), "--steps", "1", "--num", "4", "--out", str(tmp_path / "s.png")) == 0
     assert "consistency (1 steps" in capsys.readouterr().out
@@ -93,6 +98,7 @@ def test_consistency_students_sample_in_one_step_and_evaluate_beside_the_teacher
             "--solver applies only to --method consistency",
         ),
         (["--method", "ect", "--to-steps", "2", "--steps", "1"], "--to-steps applies only to --method progressive"),
+        (["--method", "ect", "--pairs", "uniform", "--steps", "1"], "--pairs applies only to --method consistency"),
         (["--method", "progressive", "--from-steps", "12", "--to-steps", "8", "--steps", "1"], "12 does not reach 8"),
         (["--method", "progressive", "--from-steps", "6", "--to-steps", "1", "--steps", "1"], "3 is odd"),
         (["--method", "ect"], "give the budget"),

@@ -41,6 +41,11 @@ def add_parser(sub) -> None:
     )
     d.add_argument("--solver", help="consistency: the sampler taking the teacher's ODE step (default: edm_heun)")
     d.add_argument(
+        "--pairs", choices=["lognormal", "uniform"],
+        help="consistency: how the pair of adjacent levels is drawn: lognormal in r (default, iCT's) or uniform "
+        "(Song et al. 2023's Alg. 2)",
+    )  # fmt: skip
+    d.add_argument(
         "--prediction", choices=["eps", "x0", "v"],
         help="what the student's network predicts (default: the teacher's if x0 or v, else v)",
     )  # fmt: skip
@@ -51,7 +56,7 @@ def add_parser(sub) -> None:
 
 def check_method_flags(args: argparse.Namespace) -> None:
     """A flag of another method has no effect: one clear error."""
-    own = {"progressive": ("to_steps", "from_steps", "weighting"), "consistency": ("solver",), "ect": ()}
+    own = {"progressive": ("to_steps", "from_steps", "weighting"), "consistency": ("solver", "pairs"), "ect": ()}
     for method, keys in own.items():
         for key in keys:
             if method != args.method and getattr(args, key) is not None:
@@ -90,7 +95,8 @@ def _consistency(args: argparse.Namespace, out: Path) -> int:
 
     result = distill_consistency(
         args.checkpoint, out, args.method, minutes=args.minutes, steps=args.steps, solver=args.solver,
-        prediction=args.prediction, resume=args.resume, device=args.device, progress=not args.no_progress, log=print,
+        pairs=args.pairs, prediction=args.prediction, resume=args.resume, device=args.device,
+        progress=not args.no_progress, log=print,
     )  # fmt: skip
     print(f"trained {result.step} steps in {result.elapsed / 60:.1f} min (last loss {result.loss:.4f}); student: {out}")
     print(f"sample: fokker sample --checkpoint {out} --sampler consistency --steps 1")

@@ -22,6 +22,7 @@ def distill_consistency(
     minutes: float | None = None,
     steps: int | None = None,
     solver: str | None = None,
+    pairs: str | None = None,
     prediction: str | None = None,
     resume: bool = False,
     device: str = "auto",
@@ -29,9 +30,10 @@ def distill_consistency(
     log: Callable[[str], None] | None = None,
 ) -> TrainResult:
     """Train a consistency student of the run `checkpoint` into `out` by `method` ("consistency": CD with the
-    teacher's ODE step taken by the sampler `solver`, default edm_heun; "ect": tuning from the teacher's
-    weights) for `minutes` or `steps` (one of them). ECT under `minutes` spreads its stages over the updates
-    the teacher's training rate predicts. Returns fokker.train's TrainResult."""
+    teacher's ODE step taken by the sampler `solver`, default edm_heun, on pairs of levels drawn `pairs`,
+    lognormal by default or uniform; "ect": tuning from the teacher's weights) for `minutes` or `steps` (one
+    of them). ECT under `minutes` spreads its stages over the updates the teacher's training rate predicts.
+    Returns fokker.train's TrainResult."""
     from fokker.config import read_run_config
     from fokker.distill.student import estimated_steps, student_config
     from fokker.losses import LOSS_TYPES, default_doubling
@@ -48,7 +50,9 @@ def distill_consistency(
     if not resume:
         if not (teacher / "config.yaml").exists():
             raise UserError(f"{teacher} is not a run folder (no config.yaml)")
-        options: dict[str, Any] = {"solver": solver} if solver else {}
+        if pairs is not None and method != "consistency":
+            raise UserError("pairs applies only to consistency distillation (method consistency)")
+        options: dict[str, Any] = {k: v for k, v in (("solver", solver), ("pairs", pairs)) if v is not None}
         if method == "ect" and minutes is not None:  # ECT's stages are spread over the updates expected
             expected = estimated_steps(teacher, minutes)
             options["doubling_every"] = default_doubling(LOSS_TYPES["consistency_tuning"], {}, expected)

@@ -220,15 +220,16 @@ class ConsistencyDistillationLoss(ConsistencyLoss):
     """Consistency distillation (Song et al. 2023, Alg. 2): `levels` Karras levels; x_s is one step of the
     teacher's probability-flow ODE from x_t, taken by the fokker sampler `solver` on the grid [t, s] (edm_heun:
     Heun, the paper's; ddim, dpmpp_2m: first order on one step; dpmpp_2s, unipc ...). One sampler call per
-    distinct level of the batch. `pairs`: the pair of adjacent levels is uniform (the paper's n ~ U[1, N - 1])
-    or drawn lognormally in r (iCT's, with p_mean and p_std)."""
+    distinct level of the batch. `pairs`: the pair of adjacent levels is drawn lognormally in r (iCT's, with
+    p_mean and p_std; the default: on the MNIST benchmark it beat uniform pairs at 2 and 4 steps) or uniform
+    (the paper's n ~ U[1, N - 1]), which draws the top pair, where one-step sampling evaluates f, far more."""
 
     name: ClassVar[str] = "consistency_distillation"
     uses_teacher: ClassVar[bool] = True
     teacher: Any = None
     solver: str = "edm_heun"
     levels: int = 18
-    pairs: str = "uniform"
+    pairs: str = "lognormal"
 
     def validate_options(self) -> None:
         get_sampler(self.solver)
