@@ -70,7 +70,7 @@ def test_the_classifier_networks_map_inputs_to_one_logit_per_class():
     assert build_network(mlp.config).config == mlp.config
     assert {k: network_task(k) for k in NETWORKS} == {
         "unet": "denoiser", "dit": "denoiser", "mlp": "denoiser", "unet_encoder": "classifier",
-        "mlp_classifier": "classifier",
+        "mlp_classifier": "classifier", "vae": "autoencoder", "vqvae": "autoencoder",
     }  # fmt: skip
 
 

@@ -1,5 +1,5 @@
-"""From a config to a network and the model around it (a Denoiser, or a classifier's NoisyClassifier),
-and back from exported weights."""
+"""From a config to a network and the model around it (a Denoiser, a classifier's NoisyClassifier, or an
+autoencoder itself), and back from exported weights."""
 
 from __future__ import annotations
 
@@ -36,7 +36,8 @@ def resolve_config(config: RunConfig | dict, dataset: Dataset) -> RunConfig:
     return config
 
 
-IMAGE_NETWORKS = ("unet", "dit", "unet_encoder")  # they take in_channels and image_size from the data
+IMAGE_NETWORKS = ("unet", "dit", "unet_encoder", "vae", "vqvae")  # they take in_channels and image_size from the data
+SQUARE_NETWORKS = ("dit", "vae", "vqvae")  # they take square images only
 VECTOR_NETWORKS = ("mlp", "mlp_classifier")  # they take dim from the data
 
 
@@ -51,8 +52,8 @@ def _fill_sizes(config: RunConfig, dataset: Dataset) -> None:
         net.setdefault("in_channels", dataset.shape[0])
         if dataset.shape[0] != net["in_channels"]:
             raise UserError(f"model.network.in_channels = {net['in_channels']} but the data has {dataset.shape[0]}")
-        if kind == "dit" and dataset.shape[-1] != dataset.shape[-2]:
-            raise UserError(f"a dit network takes square images; {dataset.name} has shape {dataset.shape}")
+        if kind in SQUARE_NETWORKS and dataset.shape[-1] != dataset.shape[-2]:
+            raise UserError(f"a {kind} network takes square images; {dataset.name} has shape {dataset.shape}")
         net.setdefault("image_size", dataset.shape[-1])
         if kind in ("unet", "dit"):
             net.setdefault("out_channels", outputs * net["in_channels"])
@@ -78,23 +79,30 @@ def embedding_time_scale(conditioning: str, process: Process) -> float:
 def _fill_time_scale(config: RunConfig) -> None:
     """Set model.network.time_scale from the conditioning and the process unless it is given, so the saved
     config says what the network was built with. A run's own config from before it was filled (resolved
-    already: data.shape is set) is left as it is: its network keeps the default it was built with."""
+    already: data.shape is set) is left as it is: its network keeps the default it was built with. An
+    autoencoder has no time input."""
     net = config.model.network
-    if net.get("time_scale") is None and config.data.shape is None:
+    if net.get("time_scale") is None and config.data.shape is None and config.model.task != "autoencoder":
         process = process_from_config(config.process)
         net["time_scale"] = embedding_time_scale(config.model.conditioning, process)
 
 
-def build_model(config: RunConfig) -> tuple[nn.Module, Denoiser | NoisyClassifier]:
+Model = Denoiser | NoisyClassifier | nn.Module  # what a loss takes: fokker.losses.Loss.task
+
+
+def build_model(config: RunConfig) -> tuple[nn.Module, Model]:
     """The network described by a resolved config, and the model around it (`model_for`)."""
     network = build_network(config.model.network)
     return network, model_for(network, config)
 
 
-def model_for(network: nn.Module, config: RunConfig) -> Denoiser | NoisyClassifier:
-    """What the config's model is around `network`: its Denoiser, or for a classifier its NoisyClassifier."""
+def model_for(network: nn.Module, config: RunConfig) -> Model:
+    """What the config's model is around `network`: its Denoiser, for a classifier its NoisyClassifier, and
+    for an autoencoder the network itself (it has no process)."""
     if config.model.task == "classifier":
         return classifier_for(network, config)
+    if config.model.task == "autoencoder":
+        return network
     return denoiser_for(network, config)
 
 
@@ -128,8 +136,16 @@ def weights_path(checkpoint: str | Path) -> Path:
 
 
 # what a run of each task holds, and what loads it
-HOLDS = {"denoiser": "diffusion model", "classifier": "noise-conditional classifier"}
-LOADERS = {"denoiser": "fokker.model.load_model", "classifier": "fokker.classifier.load_classifier"}
+HOLDS = {
+    "denoiser": "diffusion model",
+    "classifier": "noise-conditional classifier",
+    "autoencoder": "trained autoencoder",
+}
+LOADERS = {
+    "denoiser": "fokker.model.load_model",
+    "classifier": "fokker.classifier.load_classifier",
+    "autoencoder": "fokker.autoencoder.load_autoencoder",
+}
 
 
 def load_model(checkpoint: str | Path, device: torch.device | str = "cpu") -> tuple[Denoiser, RunConfig]:

@@ -71,13 +71,17 @@ def save_picture(
     reference: torch.Tensor | None = None,
     title: str = "",
     labels: torch.Tensor | None = None,
+    nrow: int | None = None,
 ) -> None:
-    """Save samples as a PNG, a grid for images or a scatter plot for 2-D points; written atomically.
-    With the samples' class `labels`, the grid has one row per class and the scatter one colour per class."""
+    """Save samples as a PNG, a grid for images (`nrow` per row, default near square) or a scatter plot for 2-D
+    points; written atomically. With the samples' class `labels`, the grid has one row per class and the
+    scatter one colour per class."""
+    if nrow is not None and (labels is not None or x.dim() != 4):
+        raise ValueError("nrow sets an unlabelled image grid's width; a labelled grid has one row per class")
     if x.dim() != 4:
         img = scatter_plot(x, reference, title, labels)
     else:
-        img = image_grid(*class_rows(x, labels)) if labels is not None else image_grid(x)
+        img = image_grid(*class_rows(x, labels)) if labels is not None else image_grid(x, nrow)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, lambda tmp: img.save(tmp, format="PNG"))

@@ -17,6 +17,7 @@ EXAMPLE = """examples:
   fokker train --preset toy --process ve --loss ssm --steps 2000 --out runs/moons-ssm
   fokker train --preset ncsn --minutes 10 --out runs/ncsn      (NCSN: VE sigma ladder, annealed Langevin)
   fokker train --preset classifier-mnist --minutes 5 --out runs/clf   (a noisy classifier, for guidance)
+  fokker train --preset vae-mnist --out runs/vae           (an autoencoder, for latent diffusion; or vqvae-mnist)
   fokker train --data ~/pictures/cats --minutes 30 --out runs/cats data.image_size=32
   fokker train --out runs/mnist --resume --minutes 20      (continue a run, up to 20 minutes in all)
   fokker train --preset digits --dry-run                    (print the resolved config)"""
@@ -31,8 +32,9 @@ def add_parser(sub) -> None:
 
     t = command_parser(
         sub, "train", "train a model into a run folder",
-        "Train a diffusion model, or a noise-conditional classifier for guidance (--preset classifier-mnist, "
-        "classifier-toy). Any config key can be set as section.key=value.", EXAMPLE,
+        "Train a diffusion model, a noise-conditional classifier for guidance (--preset classifier-mnist, "
+        "classifier-toy) or an autoencoder (--preset vae-mnist, vqvae-mnist). Any config key can be set as "
+        "section.key=value.", EXAMPLE,
     )  # fmt: skip
     t.add_argument(
         "--preset", help=f"a shipped config: {', '.join(preset_names())} (default: toy, or images with --data)"
@@ -61,6 +63,7 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Train, or with --dry-run print the resolved config; Ctrl-C says what the run folder keeps."""
+    from fokker.autoencoder.report import summary as autoencoder_summary
     from fokker.classifier.report import summary as accuracy_summary
     from fokker.train import train
 
@@ -82,9 +85,10 @@ def run(args: argparse.Namespace) -> int:
         f"trained {result.step} steps in {result.elapsed / 60:.1f} min (last loss {result.loss:.4f}); "
         f"weights: {result.run / 'model.safetensors'}"
     )
-    report = accuracy_summary(result.run)  # a classifier's report (none for a diffusion model)
-    if report is not None:
-        print(report)
+    for summary in (accuracy_summary, autoencoder_summary):  # a classifier's or an autoencoder's report
+        report = summary(result.run)
+        if report is not None:
+            print(report)
     return 0
 
 

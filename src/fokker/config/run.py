@@ -85,7 +85,7 @@ class RunConfig:
         self.model.validate()
         self._validate_task()
         self._validate_objective()
-        if self.model.task == "denoiser":  # a classifier draws no samples, its labels are its targets (_validate_task)
+        if self.model.task == "denoiser":  # the others draw no samples; a classifier's labels are its targets
             from fokker.labels import check_conditional
 
             self.sample.validate_on(self.process)
@@ -93,21 +93,26 @@ class RunConfig:
         return self
 
     def _validate_task(self) -> None:
-        """The loss trains what the network is (fokker.losses.Loss.task: a denoiser or a classifier), and a
-        classifier's config sets nothing that only a denoiser reads (fokker.classifier.check_classifier)."""
+        """The loss trains what the network is (fokker.losses.Loss.task: a denoiser, a classifier or an
+        autoencoder), and a classifier's or an autoencoder's config sets nothing that only a diffusion model
+        reads (fokker.classifier.check_classifier, fokker.autoencoder.check_autoencoder)."""
         from fokker.losses import LOSS_TYPES, loss_names
 
         task, loss = self.model.task, LOSS_TYPES[self.train.loss]
         if loss.task != task:
             fitting = " or ".join(loss_names(task=task))
             raise UserError(
-                f"train.loss {loss.name} trains a {loss.task}, but model.network.type "
-                f"{self.model.network.get('type')} is a {task} network: use train.loss {fitting}"
+                f"train.loss {loss.name} trains {_a(loss.task)}, but model.network.type "
+                f"{self.model.network.get('type')} is {_a(task)} network: use train.loss {fitting}"
             )
         if task == "classifier":
             from fokker.classifier.config import check_classifier
 
             check_classifier(self)
+        elif task == "autoencoder":
+            from fokker.autoencoder.config import check_autoencoder
+
+            check_autoencoder(self)
 
     def _validate_objective(self) -> None:
         """The loss and its time sampler against the model's variance and the process."""
@@ -139,11 +144,16 @@ class RunConfig:
         from fokker.losses import LOSS_TYPES
 
         loss = LOSS_TYPES[self.train.loss]
-        if not loss.takes_loss_options:
+        if not loss.takes_loss_options or loss.task != "denoiser":
             return
         want = "consistency" if loss.consistency else "diffusion"
         if self.model.parameterisation != want:
             raise UserError(f"train.loss {self.train.loss} trains a {want} model: set model.parameterisation {want}")
+
+
+def _a(noun: str) -> str:
+    """The noun with its indefinite article."""
+    return f"{'an' if noun[0] in 'aeiou' else 'a'} {noun}"
 
 
 def _numbers(node: Any, path: str = "") -> Iterator[tuple[str, float]]:

@@ -96,7 +96,8 @@ class ModelSection(Section):
     @property
     def task(self) -> str:
         """What the model is, from its network's type (fokker.nets.network_task): a "denoiser" (every key
-        here configures its Denoiser) or a noise-conditional "classifier" (fokker.classifier)."""
+        here configures its Denoiser), a noise-conditional "classifier" (fokker.classifier) or an
+        "autoencoder" (fokker.autoencoder)."""
         from fokker.nets import network_task
 
         return network_task(self.network.get("type"))
@@ -209,10 +210,12 @@ class TrainSection(Section):
                 )
             return
         defaults = TrainSection()
+        denoiser = LOSS_TYPES[self.loss].task == "denoiser"
+        draws = "it draws its own times and weights" if denoiser else "it draws no times"
         for key in ("weighting", "loss_target", "hybrid_weight", "time_sampler"):
             if getattr(self, key) != getattr(defaults, key):
                 raise UserError(
-                    f"train.{key} has no effect with train.loss {self.loss} (it draws its own times and weights; "
+                    f"train.{key} has no effect with train.loss {self.loss} ({draws}; "
                     "its options are train.loss_options)"
                 )
         loss_from_section(self)

@@ -16,6 +16,9 @@ With lambda = sigma^2, DSM is 1/2 L_simple.
   with the mean stopped in L_vlb, which trains a learned variance (Nichol & Dhariwal 2021, sec. 3.1).
 - `CrossEntropyLoss`: a noise-conditional classifier's -log p(y | x_t, t) (Dhariwal & Nichol 2021,
   sec. 4.1); its `task` is "classifier", so it takes a `fokker.classifier.NoisyClassifier`, not a Denoiser.
+- `VAELoss`, `VQLoss`: an autoencoder's reconstruction error with the VAE's weighted KL (Kingma & Welling
+  2014, eq. 10) or the VQ-VAE's commitment term (van den Oord et al. 2017, eq. 3); their `task` is
+  "autoencoder", so they take the network itself (fokker.nets.VAE, fokker.nets.VQVAE) and draw no times.
 
 `LOSS_TYPES` maps each name to its class (fokker.losses.registry; `loss_names` filters it); `training_loss`
 builds one by name. The functions `simple_loss`,
@@ -35,6 +38,7 @@ from fokker.errors import UserError
 from fokker.losses.base import Loss, SimpleLoss
 from fokker.losses.bound import HYBRID_WEIGHT, HybridLoss, VLBLoss
 from fokker.losses.classification import CrossEntropyLoss
+from fokker.losses.reconstruction import VAELoss, VQLoss, gaussian_kl
 from fokker.losses.registry import LOSS_TYPES, loss_names, register_loss
 from fokker.losses.score_matching import (
     MAX_ISM_DIM,
@@ -58,9 +62,12 @@ __all__ = [
     "Loss",
     "SSMLoss",
     "SimpleLoss",
+    "VAELoss",
     "VLBLoss",
+    "VQLoss",
     "check_weighting",
     "dsm_loss",
+    "gaussian_kl",
     "hybrid_loss",
     "ism_loss",
     "loss_from_section",
@@ -73,7 +80,7 @@ __all__ = [
     "vlb_loss",
 ]
 
-for _loss in (SimpleLoss, DSMLoss, SSMLoss, ISMLoss, VLBLoss, HybridLoss, CrossEntropyLoss):
+for _loss in (SimpleLoss, DSMLoss, SSMLoss, ISMLoss, VLBLoss, HybridLoss, CrossEntropyLoss, VAELoss, VQLoss):
     register_loss(_loss)
 
 

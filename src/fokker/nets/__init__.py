@@ -1,6 +1,7 @@
 """Networks: they know nothing of processes; they map (x, noise level, labels) to an output. Each one's
-`task` says what that output is: "denoiser" (the prediction of a Denoiser: UNet, DiT, MLP) or "classifier"
-(the logits of p_t(y | x_t): EncoderClassifier, MLPClassifier)."""
+`task` says what that output is: "denoiser" (the prediction of a Denoiser: UNet, DiT, MLP), "classifier"
+(the logits of p_t(y | x_t): EncoderClassifier, MLPClassifier) or "autoencoder" (a reconstruction through a
+latent, for latent diffusion: VAE, VQVAE)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from torch import nn
 
 from fokker.errors import UserError
 
+from .autoencoder import VAE, VQVAE
 from .classifier import EncoderClassifier, MLPClassifier
 from .dit import DiT
 from .embedding import TimeEmbedding, sinusoidal_embedding
@@ -22,6 +24,8 @@ __all__ = [
     "MLP",
     "NETWORKS",
     "TASKS",
+    "VAE",
+    "VQVAE",
     "DiT",
     "EncoderClassifier",
     "MLPClassifier",
@@ -35,12 +39,12 @@ __all__ = [
     "sinusoidal_embedding",
 ]
 
-TASKS = ("denoiser", "classifier")  # what a network's output is (its class's `task`)
+TASKS = ("denoiser", "classifier", "autoencoder")  # what a network's output is (its class's `task`)
 _TUPLE_KEYS = {"channel_mult", "attention_resolutions"}
 
 
 def build_network(config: dict[str, Any]) -> nn.Module:
-    """Build a network from a JSON-able dict ``{"type": "unet" | "dit" | "mlp", **constructor kwargs}``.
+    """Build a network from a JSON-able dict ``{"type": "unet" | "dit" | "mlp" | ..., **constructor kwargs}``.
 
     Lists are accepted where tuples are expected; ``build_network(net.config)`` rebuilds ``net``'s
     architecture. Raises UserError naming the bad type, key or value and what is accepted.
@@ -75,7 +79,7 @@ def network_class(kind: str | None) -> type[nn.Module]:
 
 
 def network_task(kind: str | None) -> str:
-    """What a network type outputs (one of TASKS): "denoiser" or "classifier"."""
+    """What a network type outputs (one of TASKS): "denoiser", "classifier" or "autoencoder"."""
     return network_class(kind).task
 
 

@@ -12,7 +12,7 @@ was killed stop instead of training on unwatched.
     state.py       the whole training state as one object, saved to and loaded from checkpoints (TrainState)
     step.py        one optimisation step (train_step)
     progress.py    the clock, the progress bar and metrics.jsonl (Progress)
-    pictures.py    the sample pictures (Pictures, sample_pictures)
+    pictures.py    the pictures of each task: samples, accuracy, reconstructions (Pictures, sample_pictures)
     collective.py  what all processes must agree on; the run lock
     loop.py        the loop (train)"""
 

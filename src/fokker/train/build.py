@@ -13,17 +13,15 @@ from typing import IO
 import torch
 from accelerate import Accelerator
 
-from fokker.classifier import NoisyClassifier
 from fokker.config import RunConfig, TrainSection, as_run_config, read_run_config
 from fokker.data import Dataset, dataset_for
-from fokker.denoiser import Denoiser
 from fokker.devices import make_accelerator
 from fokker.ema import EMA
 from fokker.errors import UserError
 from fokker.files import check_writable
 from fokker.labels import uses_labels
 from fokker.losses import loss_from_section
-from fokker.model import build_model, model_for, resolve_config, weights_path
+from fokker.model import Model, build_model, model_for, resolve_config, weights_path
 from fokker.timesteps import LossAwareSampler
 from fokker.train.collective import run_lock
 from fokker.train.state import TrainState
@@ -38,7 +36,7 @@ RUN_WORK = ("latest", "model.safetensors")
 class Run:
     """A training run, built: its resolved config, its folder (and lock), the Accelerator, the data (on the
     device), the state being trained, the model around the prepared network (the Denoiser; a classifier's
-    NoisyClassifier: fokker.model.model_for) that the loss takes, and the loss."""
+    NoisyClassifier; an autoencoder's network itself: fokker.model.model_for) that the loss takes, and the loss."""
 
     config: RunConfig
     out: Path
@@ -47,7 +45,7 @@ class Run:
     data: torch.Tensor
     labels: torch.Tensor | None
     state: TrainState
-    denoiser: Denoiser | NoisyClassifier
+    denoiser: Model
     loss_fn: Callable
     lock: IO | None
     resumed: bool

@@ -1,7 +1,9 @@
 """The pictures written during training, one kind per task (PICTURES), each drawn by the main process
 with the EMA network at every step from the same noise: a diffusion model's samples, RUN/samples/step_N.png
 (on a conditional model, of the same classes); a classifier's accuracy against t on the held-out split,
-RUN/accuracy/step_N.png, its numbers in RUN/accuracy.json (fokker.classifier.report)."""
+RUN/accuracy/step_N.png, its numbers in RUN/accuracy.json (fokker.classifier.report); an autoencoder's
+held-out images above their reconstructions, RUN/reconstructions/step_N.png, its numbers in
+RUN/autoencoder.json (fokker.autoencoder.report)."""
 
 from __future__ import annotations
 
@@ -10,6 +12,9 @@ from typing import TYPE_CHECKING, ClassVar
 
 import torch
 
+from fokker.autoencoder.measure import Measure, feature_classifier
+from fokker.autoencoder.report import REPORT as AUTOENCODER_REPORT
+from fokker.autoencoder.report import record_report, trim_report
 from fokker.checkpoint import step_name
 from fokker.classifier.report import REPORT, REPORT_EXAMPLES, record_accuracy, report_times, trim_accuracy
 from fokker.config import RunConfig, sample_options
@@ -111,7 +116,39 @@ class AccuracyPictures(Pictures):
         trim_accuracy(self.run.out / REPORT, self.run.state.step)
 
 
-PICTURES: dict[str, type[Pictures]] = {"denoiser": SamplePictures, "classifier": AccuracyPictures}  # by task
+class ReconstructionPictures(Pictures):
+    """An autoencoder's first `shown` held-out images above their reconstructions decode(encode(x)),
+    and its numbers (fokker.autoencoder.measure.Measure: PSNR, reconstruction FID, codebook use, the latent
+    scale on the training split) recorded in RUN/autoencoder.json. The FID's feature classifier is loaded (or
+    trained once and cached) here, before the run's clock starts."""
+
+    folder: ClassVar[str] = "reconstructions"
+    shown: ClassVar[int] = 16
+
+    def __init__(self, run: Run) -> None:
+        super().__init__(run)
+        held_out = dataset_for(run.config, "test")
+        self.measure = Measure(
+            held_out.data.to(run.acc.device), run.data, feature_classifier(held_out), run.state.ema.model.latent_shape
+        )
+
+    def make(self, step: int) -> None:
+        reconstructions, values = self.measure(self.run.state.ema.model)
+        record_report(self.run.out / AUTOENCODER_REPORT, step, values, self.measure.about)
+        n = min(self.shown, len(reconstructions))
+        pair = torch.cat([self.measure.held_out[:n], reconstructions[:n]]).cpu()
+        save_picture(pair, self.path(step), title=f"step {step}", nrow=n)
+
+    def trim(self) -> None:
+        super().trim()
+        trim_report(self.run.out / AUTOENCODER_REPORT, self.run.state.step)
+
+
+PICTURES: dict[str, type[Pictures]] = {
+    "denoiser": SamplePictures,
+    "classifier": AccuracyPictures,
+    "autoencoder": ReconstructionPictures,
+}  # by task
 
 
 def pictures_for(run: Run) -> Pictures:
