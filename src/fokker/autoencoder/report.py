@@ -6,12 +6,10 @@ must multiply the autoencoder's latents by."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from fokker.classifier.report import to_json
 from fokker.errors import UserError
-from fokker.files import atomic_write_text
+from fokker.step_reports import read_step_report, record_step, trim_steps
 from fokker.weights import exported_step
 
 REPORT = "autoencoder.json"  # in the run folder
@@ -21,34 +19,19 @@ def read_report(run: str | Path) -> dict:
     """The report of an autoencoder run (its folder, or the autoencoder.json file): {"split", "examples",
     "latent_shape", ..., "evaluations": [{"step", "psnr", ..., "latent_scale"}, ...] in step order}; an empty
     list of evaluations when there is none yet. A damaged file is a UserError."""
-    path = Path(run)
-    path = path / REPORT if path.is_dir() else path
-    if not path.exists():
-        return {"evaluations": []}
-    try:
-        report = json.loads(path.read_text())
-    except (ValueError, UnicodeDecodeError):
-        raise UserError(f"{path} is not JSON: the run's autoencoder report is damaged") from None
-    if not isinstance(report, dict) or not isinstance(report.get("evaluations"), list):
-        raise UserError(f"{path} holds no list of evaluations: the run's autoencoder report is damaged")
-    return report
+    return read_step_report(run, REPORT, "autoencoder")
 
 
 def record_report(path: Path, step: int, values: dict, about: dict) -> None:
     """Write the numbers of `step` into the report at `path` (replacing that step's, dropping those after it),
     with `about` (split, examples, latent shape, ...); written atomically."""
-    kept = [e for e in read_report(path)["evaluations"] if e["step"] < step]
     evaluation = {"step": step, **{k: float(f"{v:.7g}") for k, v in values.items()}}  # 7 significant digits
-    atomic_write_text(path, to_json({**about, "evaluations": [*kept, evaluation]}))
+    record_step(path, evaluation, about, "autoencoder")
 
 
 def trim_report(path: Path, step: int) -> None:
-    """On resume, drop the evaluations of steps after the checkpoint being resumed from (they are measured
-    again); on a fresh start (step 0) those of a stopped attempt."""
-    report = read_report(path)
-    kept = [e for e in report["evaluations"] if e["step"] <= step]
-    if len(kept) < len(report["evaluations"]):
-        atomic_write_text(path, to_json({**report, "evaluations": kept}))
+    """On resume, drop the evaluations after the checkpoint's step (fokker.step_reports.trim_steps)."""
+    trim_steps(path, step, "autoencoder")
 
 
 def evaluation_of(run: str | Path) -> dict:

@@ -4,13 +4,11 @@ written by the trainer), trimmed like the sample pictures on resume."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 
-from fokker.errors import UserError
-from fokker.files import atomic_write_text
+from fokker.step_reports import read_step_report, record_step, trim_steps
 
 REPORT = "accuracy.json"  # in the run folder
 REPORT_TIMES = 21  # the report's times: t = 0, 0.05, ..., 1
@@ -27,43 +25,19 @@ def read_accuracy(run: str | Path) -> dict:
     """The report of a classifier run (its folder, or the accuracy.json file): {"split", "examples",
     "chance", "times", "evaluations": [{"step", "accuracy": one per time}, ...] in step order}; an empty
     list of evaluations when there is none yet. A damaged file is a UserError."""
-    path = Path(run)
-    path = path / REPORT if path.is_dir() else path
-    if not path.exists():
-        return {"evaluations": []}
-    try:
-        report = json.loads(path.read_text())
-    except (ValueError, UnicodeDecodeError):
-        raise UserError(f"{path} is not JSON: the run's accuracy report is damaged") from None
-    if not isinstance(report, dict) or not isinstance(report.get("evaluations"), list):
-        raise UserError(f"{path} holds no list of evaluations: the run's accuracy report is damaged")
-    return report
+    return read_step_report(run, REPORT, "accuracy")
 
 
 def record_accuracy(path: Path, step: int, accuracy: torch.Tensor, times: torch.Tensor, about: dict) -> None:
     """Write the accuracy at `times` of `step` into the report at `path` (replacing that step's, dropping
     those after it), with `about` (split, examples, chance); written atomically."""
-    report = read_accuracy(path)
-    kept = [e for e in report["evaluations"] if e["step"] < step]
     evaluation = {"step": step, "accuracy": [round(a, 6) for a in accuracy.tolist()]}
-    report = {**about, "times": [round(t, 6) for t in times.tolist()], "evaluations": [*kept, evaluation]}
-    atomic_write_text(path, to_json(report))
-
-
-def to_json(report: dict) -> str:
-    """The report as JSON text, one line per key and per evaluation."""
-    lines = [f" {json.dumps(k)}: {json.dumps(v)}," for k, v in report.items() if k != "evaluations"]
-    evaluations = ",\n".join(f"  {json.dumps(e)}" for e in report["evaluations"])
-    return "{\n" + "\n".join(lines) + f'\n "evaluations": [\n{evaluations}\n ]\n}}\n'
+    record_step(path, evaluation, {**about, "times": [round(t, 6) for t in times.tolist()]}, "accuracy")
 
 
 def trim_accuracy(path: Path, step: int) -> None:
-    """On resume, drop the evaluations of steps after the checkpoint being resumed from (they are measured
-    again); on a fresh start (step 0) those of a stopped attempt."""
-    report = read_accuracy(path)
-    kept = [e for e in report["evaluations"] if e["step"] <= step]
-    if len(kept) < len(report["evaluations"]):
-        atomic_write_text(path, to_json({**report, "evaluations": kept}))
+    """On resume, drop the evaluations after the checkpoint's step (fokker.step_reports.trim_steps)."""
+    trim_steps(path, step, "accuracy")
 
 
 def summary(run: str | Path) -> str | None:
