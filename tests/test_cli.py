@@ -439,13 +439,15 @@ def test_train_flags_set_their_config_fields_as_given():
 
     from fokker.cli.settings import TRAIN_FIELDS, flag_overrides, train_config
 
-    flags = {"data": "2023", "seed": 0, "batch_size": None, "process": "ve", "loss": "dsm"}
+    flags = {"data": "2023", "seed": 0, "batch_size": None, "process": "ve", "loss": "dsm", "autoencoder": "2024"}
     args = argparse.Namespace(preset="toy", overrides=["train.lr=2e-3"], **flags)
     assert flag_overrides(args, TRAIN_FIELDS) == [
-        ("data.name", "2023"), ("train.seed", 0), ("process.type", "ve"), ("train.loss", "dsm")
+        ("data.name", "2023"), ("train.seed", 0), ("process.type", "ve"), ("train.loss", "dsm"),
+        ("latent.autoencoder", "2024"),
     ]  # fmt: skip
     config = train_config(args)
     assert config["data"]["name"] == "2023" and config["train"]["seed"] == 0 and config["train"]["lr"] == 2e-3
     assert config["process"] == {"type": "ve"} and config["train"]["loss"] == "dsm"
+    assert config["latent"]["autoencoder"] == "2024"
     own = train_config(argparse.Namespace(preset="ve-toy", overrides=[], **{**flags, "data": None}))
     assert own["process"]["type"] == "ve" and own["process"]["sigma_max"] == 4.0

@@ -161,13 +161,12 @@ def train_recording(monkeypatch, tmp_path, config: dict, steps: int) -> list:
 
     built = []
 
-    def build(config):
-        network, denoiser = trainer_build(config)
-        built.append(Recorder(network))
-        return built[-1], denoiser
+    def build(spec):
+        built.append(Recorder(trainer_build(spec)))
+        return built[-1]
 
-    trainer_build = trainer.build_model
-    monkeypatch.setattr(trainer, "build_model", build)
+    trainer_build = trainer.build_network
+    monkeypatch.setattr(trainer, "build_network", build)
     train(config, tmp_path / "run", device="cpu", budget={"steps": steps}, progress=False)
     return built[0].seen
 

@@ -5,7 +5,8 @@
     RUN/checkpoints/step_00001000/      training state: model, ema, optimizer, rng (.safetensors) + state.json
     RUN/latest                          name of the newest complete checkpoint
     RUN/model.safetensors               EMA weights of `latest`, with the full config and the step in the metadata
-                                        (fokker.weights)
+                                        (fokker.weights); a latent diffusion model's hold its autoencoder's too
+    RUN/autoencoder.safetensors         a latent diffusion run's copy of its autoencoder (fokker.autoencoder.space)
     RUN/.lock                           held (flock) by the one trainer that writes the run (fokker.files.lock_run)
 
 Every write goes to a temporary name first, is flushed to disk and then renamed (fokker.files.atomic_write),
@@ -34,6 +35,7 @@ RUN_TEMPORARIES = (
     ".metrics.jsonl.tmp",
     ".latest.tmp",
     ".model.safetensors.*.tmp",
+    ".autoencoder.safetensors.*.tmp",  # a latent diffusion run's copy of its autoencoder
     "checkpoints/.tmp_step_*",
     "samples/.step_*.png.tmp",
     ".accuracy.json.tmp",  # a classifier's report (fokker.classifier.report)

@@ -145,6 +145,7 @@ class Denoiser:
     """
 
     shifts_mean = False  # a guide that moves the mean of each Gaussian reverse step (`mean_shift`)
+    space = None  # a latent diffusion model's latent space (fokker.autoencoder.LatentSpace): `to_data`
 
     def __init__(
         self,
@@ -165,6 +166,11 @@ class Denoiser:
         self.clip, self.conditioning, self.variance = clip, conditioning, variance
         self.num_classes = num_classes
         self.nfe = 0
+
+    def to_data(self, x: torch.Tensor) -> torch.Tensor:
+        """What the model draws as data: x itself, or a latent diffusion model's latents decoded by its
+        autoencoder, D(x / scale) (Rombach et al. 2022)."""
+        return x if self.space is None else self.space.decode(x)
 
     @property
     def learned_variance(self) -> bool:

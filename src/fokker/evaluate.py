@@ -238,8 +238,9 @@ def _sample_and_score(
     start = time.time()
     kw = {} if labels is None else {"model_kwargs": {"y": labels}}
     samples, info = sample_seeded(
-        denoiser, name, n, config.data.shape, num, **kwargs, **kw, **_own(name, options, config)
+        denoiser, name, n, config.model_shape, num, **kwargs, **kw, **_own(name, options, config)
     )
+    samples = denoiser.to_data(samples)  # a latent diffusion model's latents, decoded (timed with the sampling)
     seconds = time.time() - start
     suffix = "" if guide_name is None else "_" + guide_name.replace(" ", "").replace("=", "")
     run = {

@@ -93,14 +93,21 @@ def interpolate(
     x_t ~ q(x_t | x_0), mixed as (1 - w) x_t^a + w x_t^b, then denoised by DDPM ancestral sampling from t
     to 0 (on `steps` of the grid, all of a discrete process's by default) with the same noise for every
     w. Larger t: more mixing, less faithful ends. Options of one method only (slerp: rtol, atol, default
-    1e-5; ddpm: t, default 0.5, steps, generator) are refused with the other, where they would do nothing."""
+    1e-5; ddpm: t, default 0.5, steps, generator) are refused with the other, where they would do nothing.
+    A latent diffusion model interpolates the latents of a and b (its autoencoder's encoding, Rombach et al.
+    2022) and decodes the interpolants."""
     own = {"slerp": {"rtol": rtol, "atol": atol}, "ddpm": {"t": t, "steps": steps, "generator": generator}}
     _check_interpolation(method, own, num, a, b)
+    if denoiser.space is not None:
+        with torch.no_grad():
+            a, b = denoiser.space.encode(torch.stack([a, b]))
     weights = torch.linspace(0, 1, num, dtype=torch.float64)
     if method == "slerp":
-        return _slerp_interpolation(denoiser, a, b, weights, rtol, atol, model_kwargs)
-    t = 0.5 if t is None else t
-    return _ddpm_interpolation(denoiser, a, b, weights, t, steps, generator, model_kwargs, progress)
+        x, info = _slerp_interpolation(denoiser, a, b, weights, rtol, atol, model_kwargs)
+    else:
+        t = 0.5 if t is None else t
+        x, info = _ddpm_interpolation(denoiser, a, b, weights, t, steps, generator, model_kwargs, progress)
+    return denoiser.to_data(x), info
 
 
 def _check_interpolation(method: str, own: dict[str, dict], num: int, a: torch.Tensor, b: torch.Tensor) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -19,6 +20,9 @@ from fokker.nets import build_network
 from fokker.processes import Process, process_from_config
 from fokker.weights import load_strict, read_weights
 
+if TYPE_CHECKING:
+    from fokker.autoencoder.space import LatentSpace
+
 EMBEDDING_RANGE = 1000.0  # the largest |time_scale * c| over the training times: 1000 t, t in [0, 1]
 
 
@@ -32,7 +36,7 @@ def resolve_config(config: RunConfig | dict, dataset: Dataset) -> RunConfig:
     config.data.num_classes = dataset.num_classes
     config.data.levels = dataset.levels
     resolve_classes(config, dataset.num_classes, dataset.name)
-    _fill_sizes(config, dataset)
+    _fill_sizes(config, tuple(config.model_shape), dataset.name)
     return config
 
 
@@ -41,26 +45,27 @@ SQUARE_NETWORKS = ("dit", "vae", "vqvae")  # they take square images only
 VECTOR_NETWORKS = ("mlp", "mlp_classifier")  # they take dim from the data
 
 
-def _fill_sizes(config: RunConfig, dataset: Dataset) -> None:
-    """The network's input size from the data, and a denoiser's output size (the prediction, and v when the
-    variance is learned); a classifier's output size is its num_classes (`resolve_classes`)."""
+def _fill_sizes(config: RunConfig, shape: tuple[int, ...], name: str) -> None:
+    """The network's input size from the shape of what it models (the data's, a latent diffusion model's latent
+    shape), and a denoiser's output size (the prediction, and v when the variance is learned); a classifier's
+    output size is its num_classes (`resolve_classes`)."""
     net, kind = config.model.network, config.model.network.get("type")
     outputs = 2 if config.model.variance == "learned" else 1  # the prediction, and v
     if kind in IMAGE_NETWORKS:
-        if len(dataset.shape) != 3:
-            raise UserError(f"a {kind} network needs image data; {dataset.name} has shape {dataset.shape}")
-        net.setdefault("in_channels", dataset.shape[0])
-        if dataset.shape[0] != net["in_channels"]:
-            raise UserError(f"model.network.in_channels = {net['in_channels']} but the data has {dataset.shape[0]}")
-        if kind in SQUARE_NETWORKS and dataset.shape[-1] != dataset.shape[-2]:
-            raise UserError(f"a {kind} network takes square images; {dataset.name} has shape {dataset.shape}")
-        net.setdefault("image_size", dataset.shape[-1])
+        if len(shape) != 3:
+            raise UserError(f"a {kind} network needs image data; {name} has shape {shape}")
+        net.setdefault("in_channels", shape[0])
+        if shape[0] != net["in_channels"]:
+            raise UserError(f"model.network.in_channels = {net['in_channels']} but the data has {shape[0]}")
+        if kind in SQUARE_NETWORKS and shape[-1] != shape[-2]:
+            raise UserError(f"a {kind} network takes square images; {name} has shape {shape}")
+        net.setdefault("image_size", shape[-1])
         if kind in ("unet", "dit"):
             net.setdefault("out_channels", outputs * net["in_channels"])
     elif kind in VECTOR_NETWORKS:
-        if len(dataset.shape) != 1:
-            raise UserError(f"an {kind} network needs vector data; {dataset.name} has shape {dataset.shape}")
-        net.setdefault("dim", dataset.shape[0])
+        if len(shape) != 1:
+            raise UserError(f"an {kind} network needs vector data; {name} has shape {shape}")
+        net.setdefault("dim", shape[0])
         if kind == "mlp":
             net.setdefault("out_dim", outputs * net["dim"])
 
@@ -90,24 +95,34 @@ def _fill_time_scale(config: RunConfig) -> None:
 Model = Denoiser | NoisyClassifier | nn.Module  # what a loss takes: fokker.losses.Loss.task
 
 
-def build_model(config: RunConfig) -> tuple[nn.Module, Model]:
+def build_model(config: RunConfig, space: LatentSpace | None = None) -> tuple[nn.Module, Model]:
     """The network described by a resolved config, and the model around it (`model_for`)."""
     network = build_network(config.model.network)
-    return network, model_for(network, config)
+    return network, model_for(network, config, space)
 
 
-def model_for(network: nn.Module, config: RunConfig) -> Model:
-    """What the config's model is around `network`: its Denoiser, for a classifier its NoisyClassifier, and
-    for an autoencoder the network itself (it has no process)."""
+def model_for(network: nn.Module, config: RunConfig, space: LatentSpace | None = None) -> Model:
+    """What the config's model is around `network`: its Denoiser (over the latent `space` of a latent
+    diffusion model), for a classifier its NoisyClassifier, and for an autoencoder the network itself (it has
+    no process)."""
     if config.model.task == "classifier":
-        return classifier_for(network, config)
+        return classifier_for(network, config, space)
     if config.model.task == "autoencoder":
         return network
-    return denoiser_for(network, config)
+    return denoiser_for(network, config, space)
 
 
-def denoiser_for(network: nn.Module, config: RunConfig) -> Denoiser:
-    """The Denoiser the config's model section describes, around `network`."""
+def denoiser_for(network: nn.Module, config: RunConfig, space: LatentSpace | None = None) -> Denoiser:
+    """The Denoiser the config's model section describes, around `network`; a latent diffusion model's
+    (config.is_latent) draws latents of `space`, which its `to_data` decodes."""
+    if config.is_latent and space is None:
+        raise ValueError("a latent diffusion model's Denoiser needs its LatentSpace")
+    denoiser = _denoiser(network, config)
+    denoiser.space = space
+    return denoiser
+
+
+def _denoiser(network: nn.Module, config: RunConfig) -> Denoiser:
     m = config.model
     clip = tuple(m.clip) if m.clip is not None else None
     process = process_from_config(config.process)
@@ -120,9 +135,14 @@ def denoiser_for(network: nn.Module, config: RunConfig) -> Denoiser:
     return Denoiser(network, process, m.prediction, clip, m.conditioning, m.variance, classes)
 
 
-def classifier_for(network: nn.Module, config: RunConfig) -> NoisyClassifier:
-    """The NoisyClassifier of a classifier's config around `network`: its process and its conditioning."""
-    return NoisyClassifier(network, process_from_config(config.process), config.model.conditioning)
+def classifier_for(network: nn.Module, config: RunConfig, space: LatentSpace | None = None) -> NoisyClassifier:
+    """The NoisyClassifier of a classifier's config around `network`: its process and its conditioning; one
+    trained on an autoencoder's latents classifies latents of `space`."""
+    if config.is_latent and space is None:
+        raise ValueError("a classifier of latents needs its LatentSpace")
+    classifier = NoisyClassifier(network, process_from_config(config.process), config.model.conditioning)
+    classifier.space = space
+    return classifier
 
 
 def weights_path(checkpoint: str | Path) -> Path:
@@ -149,14 +169,37 @@ LOADERS = {
 
 
 def load_model(checkpoint: str | Path, device: torch.device | str = "cpu") -> tuple[Denoiser, RunConfig]:
-    """(Denoiser in eval mode, config) from a run folder or an exported .safetensors file."""
-    network, config = load_network(checkpoint, "denoiser", device)
-    return denoiser_for(network, config), config
+    """(Denoiser in eval mode, config) from a run folder or an exported .safetensors file; a latent diffusion
+    model's Denoiser has its autoencoder (the weights hold it) as its `space`."""
+    network, config, space = load_with_space(checkpoint, "denoiser", device)
+    return denoiser_for(network, config, space), config
 
 
 def load_network(checkpoint: str | Path, task: str, device: torch.device | str = "cpu") -> tuple[nn.Module, RunConfig]:
     """(network in eval mode, without gradients, config) of a run folder or an exported .safetensors file that
     holds a model of `task` (fokker.nets.TASKS); one of another task is a UserError naming its loader."""
+    network, config, _ = load_with_space(checkpoint, task, device)
+    return network, config
+
+
+def load_with_space(
+    checkpoint: str | Path, task: str, device: torch.device | str = "cpu"
+) -> tuple[nn.Module, RunConfig, LatentSpace | None]:
+    """`load_network`, and the latent space of a model trained on an autoencoder's latents (its weights hold
+    the autoencoder: fokker.autoencoder.space.space_from_weights), else None."""
+    path, state, config = _read_task(checkpoint, task)
+    space = None
+    if config.is_latent:
+        from fokker.autoencoder.space import space_from_weights
+
+        state, space = space_from_weights(state, config, path)
+        space.to(device)
+    return _network(path, state, config, device), config, space
+
+
+def _read_task(checkpoint: str | Path, task: str) -> tuple[Path, dict[str, torch.Tensor], RunConfig]:
+    """(path, tensors, config) of the weights of a model of `task`, or a UserError naming the loader of the
+    task they hold."""
     path = weights_path(checkpoint)
     state, raw = read_weights(path)
     try:
@@ -169,10 +212,14 @@ def load_network(checkpoint: str | Path, task: str, device: torch.device | str =
             f"{path} holds a {HOLDS[found]} (model.network.type {config.model.network['type']}), not a "
             f"{HOLDS[task]}; load it with {LOADERS[found]}"
         )
+    return path, state, config
+
+
+def _network(path: Path, state: dict[str, torch.Tensor], config: RunConfig, device: torch.device | str) -> nn.Module:
+    """The config's network with the tensors `state`, in eval mode and without gradients, on `device`."""
     try:
         network = build_network(config.model.network)
     except (KeyError, TypeError) as err:
         raise UserError(f"{path}: its config does not describe a network ({err})") from None
     load_strict(network, state, path)
-    network.to(device).eval().requires_grad_(False)
-    return network, config
+    return network.to(device).eval().requires_grad_(False)

@@ -22,6 +22,12 @@ from fokker.samplers.optimized_grid import MAX_EXAMPLES, MIN_VAR
 if TYPE_CHECKING:
     from fokker.config import RunConfig
 
+LATENT_NOTE = (
+    "a latent diffusion model's likelihood: bits per dimension of the continuous latents z = scale * E(x) under "
+    "the diffusion model, not of the images: it leaves out how well the autoencoder reconstructs x, so it is "
+    "neither a bound on the images' bits/dim nor comparable with a pixel model's"
+)
+
 # the options of fokker.likelihood's two methods a person tunes (`fokker likelihood` has a flag for each);
 # a report records their values, defaults included
 TUNABLE = ("steps", "t_samples", "variance", "rtol", "atol", "divergence", "probe")
@@ -40,6 +46,7 @@ class LikelihoodReport:
     options: dict
     seconds: float
     times: torch.Tensor | None = None
+    latent: bool = False  # of a latent diffusion model: the density of the latents z = scale * E(x)
 
     @property
     def num(self) -> int:
@@ -79,6 +86,8 @@ class LikelihoodReport:
             out.append(
                 f"  L_T {parts['prior']:.4f}, L_0 (decoder) {parts['decoder']:.4f}, KL terms {parts['kl']:.4f} bits/dim"
             )
+        if self.latent:
+            out.append(f"  {LATENT_NOTE}")
         return out
 
     def record(self) -> dict:
@@ -89,7 +98,7 @@ class LikelihoodReport:
             "method": r.method, "bits_per_dim": mean, "standard_error": se, "nats": self.nats, "num": self.num,
             "split": self.split, "nfe": r.nfe, "levels": self.levels, "options": self.options,
             "per_example_bits_per_dim": r.bpd.tolist(),
-        }  # fmt: skip
+        } | ({"space": "latent", "note": LATENT_NOTE} if self.latent else {})  # fmt: skip
 
 
 def likelihood_report(
@@ -110,10 +119,13 @@ def likelihood_report(
     noise from seed (seed, i). `options` (None: the default) go to the method."""
     options = {k: v for k, v in options.items() if v is not None}
     data = dataset_for(config, split)
-    x = data.data[:num]
+    x, levels = data.data[:num], config.model_levels
+    if denoiser.space is not None:  # the latents a latent diffusion model was trained on: continuous
+        with torch.no_grad():
+            x = denoiser.space.encode(x)
     start = time.time()
     result = likelihood_in_batches(
-        denoiser, x, method, levels=data.levels, seed=seed, batch_size=batch_size, device=device,
+        denoiser, x, method, levels=levels, seed=seed, batch_size=batch_size, device=device,
         progress=progress, **options,
     )  # fmt: skip
     seconds = time.time() - start
@@ -121,7 +133,7 @@ def likelihood_report(
     times = None
     if "terms" in result.info:
         times = time_grid(denoiser.process, options.get("steps") or denoiser.process.T).flip(0)[1:]
-    return LikelihoodReport(result, split, data.levels, x[0].numel(), used, seconds, times)
+    return LikelihoodReport(result, split, levels, x[0].numel(), used, seconds, times, denoiser.space is not None)
 
 
 def interpolation_pair(config: RunConfig, a: str, b: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -154,7 +166,8 @@ def fitted_grid(
     min_var: float = MIN_VAR,
 ) -> tuple[torch.Tensor, dict]:
     """`fokker grid`: the times of the `steps`-step grid optimized for the deterministic `sampler` (with its
-    `options`) on the Gaussian fitted to at most `max_examples` of the run's training data, eigenvalues floored
+    `options`) on the Gaussian fitted to at most `max_examples` of the run's training data (a latent diffusion
+    model's: their latents), eigenvalues floored
     at `min_var` (fokker.samplers.optimized_grid). Returns (times, info): optimize_grid's info with "fit", what
     was fitted (examples, dim, min_var)."""
     if max_examples < 2 or min_var <= 0:
@@ -165,6 +178,9 @@ def fitted_grid(
     options = options or {}
     check_options(sampler, options, {"steps": steps})
     data = dataset_for(config).data
+    if denoiser.space is not None:  # a latent diffusion model's grid fits its latents
+        with torch.no_grad():
+            data = denoiser.space.encode(data)
     mean, eigvals = fit_gaussian(data, max_examples, min_var)
     times, info = optimize_grid(denoiser.process, mean, eigvals, sampler, steps, **options)
     info["fit"] = {"examples": min(len(data), max_examples), "dim": len(mean), "min_var": min_var}

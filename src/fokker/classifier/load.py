@@ -17,8 +17,9 @@ if TYPE_CHECKING:
 def load_classifier(checkpoint: str | Path, device: torch.device | str = "cpu") -> tuple[NoisyClassifier, RunConfig]:
     """(NoisyClassifier in eval mode, config) from a classifier's run folder or its exported .safetensors file;
     the network needs no gradients, but its log_probs are differentiable with respect to x. A diffusion
-    model's run is a UserError (load it with fokker.model.load_model)."""
-    from fokker.model import classifier_for, load_network  # fokker.model builds NoisyClassifiers: imported here
+    model's run is a UserError (load it with fokker.model.load_model). One trained on an autoencoder's latents
+    has that latent space (fokker.autoencoder.LatentSpace) as its `space`."""
+    from fokker.model import classifier_for, load_with_space  # fokker.model builds NoisyClassifiers: imported here
 
-    network, config = load_network(checkpoint, "classifier", device)
-    return classifier_for(network, config), config
+    network, config, space = load_with_space(checkpoint, "classifier", device)
+    return classifier_for(network, config, space), config

@@ -30,6 +30,8 @@ class NoisyClassifier:
     any float dtype (it is cast to the network's and the logits back to x's), and the logits are
     differentiable with respect to x. `nfe` counts evaluations of the network."""
 
+    space = None  # the latent space of a classifier of latents (latent diffusion; fokker.autoencoder.LatentSpace)
+
     def __init__(self, network: Network, process: Process, conditioning: str = "time") -> None:
         check_conditioning(conditioning, process)
         self.network, self.process, self.conditioning = network, process, conditioning

@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
 def _prepare(args: argparse.Namespace, config, inputs):
     from fokker.inpaint import inpaint, make_mask
 
-    shape = tuple(config.data.shape)
+    shape = tuple(config.data.shape)  # the data's: a latent model's inputs are images too
     if args.mask is None and len(shape) != 3:
         raise UserError("this model's data are vectors: give --mask, the missing coordinates (x, y, 1,3, random-P)")
     mask = make_mask(args.mask or "center", shape, seed=args.seed)

@@ -15,7 +15,7 @@ from fokker.cli.flags import (
     guides_from,
     sampler_options,
 )
-from fokker.cli.settings import data_shape, sample_settings
+from fokker.cli.settings import sample_settings
 from fokker.errors import UserError
 
 EXAMPLE = """examples:
@@ -29,7 +29,9 @@ EXAMPLE = """examples:
   fokker sample --checkpoint runs/digits-cond --class 3 --num 16 --out threes.png   (a conditional model)
   fokker sample --checkpoint runs/digits-cond --class all --num 8 --out grid.png    (one row per class)
   fokker sample --checkpoint runs/mnist-cond --class all --num 8 --guidance 3 --out guided.png
-  fokker sample --checkpoint runs/mnist --classifier runs/clf --classifier-scale 3 --class 7 --out sevens.png"""
+  fokker sample --checkpoint runs/mnist --classifier runs/clf --classifier-scale 3 --class 7 --out sevens.png
+  fokker sample --checkpoint runs/latent --num 64 --out latent.png   (a latent model: its latents, decoded)
+  fokker sample --checkpoint runs/mnist-14 --upsampler runs/sr-mnist --aug-level 0.1   (14x14, then 28x28)"""
 
 
 def add_parser(sub) -> None:
@@ -49,11 +51,25 @@ def add_parser(sub) -> None:
         "colour) per class, sample j of every class from the same noise (default: no class, the null class)",
     )
     add_guidance(s, several=False, group="guidance (with --class)")
+    s.add_argument(
+        "--upsampler",
+        metavar="RUN",
+        help="a cascade: a super-resolution run (e.g. of the sr-mnist preset) that upsamples the samples, with "
+        "its own sampler and steps (the sampler flags set the base model's); NFE counts both stages",
+    )
+    s.add_argument(
+        "--aug-level",
+        type=float,
+        metavar="S",
+        help="with --upsampler: the Gaussian conditioning augmentation of its inputs, in [0, its aug_max] "
+        "(Ho et al. 2021, sec. 4.1; default: 0, the samples as they are)",
+    )
     s.add_argument("--out", default="samples.png", help="picture to write; the raw samples go to the same name .npz")
 
 
 def run(args: argparse.Namespace) -> int:
     """Sample --num (of each --class) with the flags' sampler, or the run's own; write OUT and OUT.npz."""
+    from fokker.cascade import upsampler_for
     from fokker.devices import inference_device
     from fokker.guidance.options import guide
     from fokker.labels import class_grid, parse_classes
@@ -67,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
         check_options(args.sampler, options, grid)
     device = inference_device(args.device)
     denoiser, config = load_model(args.checkpoint, device)
+    upsampler = upsampler_for(config, args.upsampler, args.aug_level, device)  # a cascade's second stage, or None
     guides, classifier_classes = guides_from(args, device)
     classes = parse_classes(args.classes, config, classifier_classes)
     if guides and classes is None:
@@ -86,10 +103,16 @@ def run(args: argparse.Namespace) -> int:
         times = load_grid(args.checkpoint, sampler, steps, options)
     start = time.time()
     samples, info = sample_seeded(
-        denoiser, sampler, steps, data_shape(config), num, seed=args.seed, times=times,
+        denoiser, sampler, steps, config.model_shape, num, seed=args.seed, times=times,
         spacing="uniform" if times is not None else spacing,
         batch_size=args.batch_size, device=device, progress=not args.no_progress, **kw, **options,
     )  # fmt: skip
+    samples = denoiser.to_data(samples)  # a latent diffusion model's latents, decoded
+    if upsampler is not None:  # the samples are its low-resolution inputs; info["nfe"] counts both stages
+        samples, info = upsampler.upsample(
+            samples, info, labels, seed=args.seed, batch_size=args.batch_size, device=device,
+            progress=not args.no_progress,
+        )  # fmt: skip
     write_samples(out, samples, labels, config, title=f"{sampler}, {steps} steps")
     how = f"{steps} steps, {spacing} spacing" if uses_grid(sampler, options) else f"{info['steps']} adaptive steps"
     print(

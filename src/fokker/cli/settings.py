@@ -17,6 +17,7 @@ TRAIN_FIELDS = {
     "batch_size": "train.batch_size",
     "process": "process.type",  # a new type replaces the section whole; the preset's own type keeps its settings
     "loss": "train.loss",
+    "autoencoder": "latent.autoencoder",
 }
 # `fokker train`: the budget flags (given to fokker.train.train as its budget) -> their config fields
 BUDGET_FIELDS = {"steps": "train.steps", "minutes": "train.minutes"}
@@ -82,8 +83,3 @@ def sample_settings(args: argparse.Namespace, config: RunConfig) -> tuple[str, i
     sampler = chosen["sampler"]
     options = {**sample_options(config, sampler), **sampler_options(args)}
     return sampler, chosen["steps"], chosen["spacing"], options
-
-
-def data_shape(config: RunConfig) -> list[int]:
-    """The shape of one example of the run's data."""
-    return config.data.shape

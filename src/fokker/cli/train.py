@@ -18,6 +18,7 @@ EXAMPLE = """examples:
   fokker train --preset ncsn --minutes 10 --out runs/ncsn      (NCSN: VE sigma ladder, annealed Langevin)
   fokker train --preset classifier-mnist --minutes 5 --out runs/clf   (a noisy classifier, for guidance)
   fokker train --preset vae-mnist --out runs/vae           (an autoencoder, for latent diffusion; or vqvae-mnist)
+  fokker train --preset latent-mnist --autoencoder runs/vae --out runs/latent   (latent diffusion on it)
   fokker train --data ~/pictures/cats --minutes 30 --out runs/cats data.image_size=32
   fokker train --out runs/mnist --resume --minutes 20      (continue a run, up to 20 minutes in all)
   fokker train --preset digits --dry-run                    (print the resolved config)"""
@@ -51,6 +52,12 @@ def add_parser(sub) -> None:
     t.add_argument("--batch-size", type=int, help="batch size per process (train.batch_size)")
     t.add_argument("--process", choices=list(PROCESSES), help="the diffusion, with its default settings")
     t.add_argument("--loss", help=f"the training loss (train.loss): {', '.join(loss_names())} (default: simple)")
+    t.add_argument(
+        "--autoencoder",
+        metavar="RUN",
+        help="latent diffusion: train on the latents of this autoencoder run (latent.autoencoder; fokker train "
+        "--preset vae-mnist or vqvae-mnist makes one); the run keeps a copy of it",
+    )
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
     t.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
     add_device(t)

@@ -4,7 +4,16 @@
 
 from fokker.config.presets import apply_overrides, defaults, load_preset, merge, preset_names, set_values
 from fokker.config.run import ORDER, RunConfig, as_run_config, read_run_config, sample_options, to_yaml, validate
-from fokker.config.sections import SECTIONS, DataSection, ModelSection, SampleSection, Section, TrainSection, require
+from fokker.config.sections import (
+    SECTIONS,
+    DataSection,
+    LatentSection,
+    ModelSection,
+    SampleSection,
+    Section,
+    TrainSection,
+    require,
+)
 
 DEFAULTS = defaults()  # the default config as nested dicts
 
@@ -13,6 +22,7 @@ __all__ = [
     "ORDER",
     "SECTIONS",
     "DataSection",
+    "LatentSection",
     "ModelSection",
     "RunConfig",
     "SampleSection",

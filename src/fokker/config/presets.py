@@ -19,10 +19,12 @@ _EXPONENT_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 
 def defaults() -> dict:
-    """The default config as nested dicts."""
-    from fokker.config.run import RunConfig
+    """The default config as nested dicts, every section in it (RunConfig.to_dict leaves out an unset latent
+    section)."""
+    from fokker.config.run import ORDER, RunConfig
 
-    return RunConfig().to_dict()
+    written = RunConfig().to_dict()
+    return {name: written[name] if name in written else SECTIONS[name]().to_dict() for name in ORDER}
 
 
 def preset_names() -> list[str]:

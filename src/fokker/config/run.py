@@ -15,6 +15,7 @@ import yaml
 from fokker.config.sections import (
     SECTIONS,
     DataSection,
+    LatentSection,
     ModelSection,
     SampleSection,
     Section,
@@ -24,7 +25,7 @@ from fokker.config.sections import (
 )
 from fokker.errors import UserError
 
-ORDER = ("data", "process", "model", "train", "sample")  # the sections, as a config file lists them
+ORDER = ("data", "latent", "process", "model", "train", "sample")  # the sections, as a config file lists them
 
 
 def default_process() -> dict:
@@ -37,6 +38,7 @@ class RunConfig:
     """The config of a run: typed sections, and the free-form `process` (fokker.processes.process_from_config)."""
 
     data: DataSection = field(default_factory=DataSection)
+    latent: LatentSection = field(default_factory=LatentSection)
     process: dict = field(default_factory=default_process)
     model: ModelSection = field(default_factory=ModelSection)
     train: TrainSection = field(default_factory=TrainSection)
@@ -46,9 +48,10 @@ class RunConfig:
     def from_dict(cls, raw: Mapping[str, Any], where: str = "") -> RunConfig:
         """The typed config of nested mappings (a preset with overrides, a run's config.yaml): keys left out
         take their defaults, an unknown key is a UserError; the process is kept as written."""
+        from fokker.config.presets import defaults as all_defaults
         from fokker.config.presets import merge
 
-        defaults = cls().to_dict()
+        defaults = all_defaults()
         unknown = sorted(set(raw) - set(ORDER))
         if unknown:
             raise UserError(f"{where}unknown config section {unknown[0]!r}; known sections: {list(ORDER)}")
@@ -69,8 +72,30 @@ class RunConfig:
         return ORDER
 
     def to_dict(self) -> dict:
-        """The config as plain nested data, sections in their natural order."""
-        return {name: (dict(self.process) if name == "process" else getattr(self, name).to_dict()) for name in ORDER}
+        """The config as plain nested data, sections in their natural order; the latent section only on a
+        latent diffusion model (it is all unset on any other)."""
+        return {
+            name: (dict(self.process) if name == "process" else getattr(self, name).to_dict())
+            for name in ORDER
+            if name != "latent" or self.is_latent
+        }
+
+    @property
+    def is_latent(self) -> bool:
+        """Whether the model diffuses an autoencoder's latents (latent diffusion: the latent section)."""
+        return self.latent.autoencoder is not None
+
+    @property
+    def model_shape(self) -> list[int] | None:
+        """The shape of one example the model draws: the latent shape of a latent diffusion model, else the
+        data's."""
+        return self.latent.shape if self.is_latent else self.data.shape
+
+    @property
+    def model_levels(self) -> int | None:
+        """The number of levels of what the model draws (its discrete decoder and dequantization:
+        fokker.data.Dataset.levels): the data's, None for continuous latents."""
+        return None if self.is_latent else self.data.levels
 
     def replace(self, section: str, **values: Any) -> RunConfig:
         """A copy with some keys of one section set."""
@@ -83,6 +108,8 @@ class RunConfig:
                 raise UserError(f"bad value for {path}: {value}; expected a finite number")
         self.train.validate()
         self.model.validate()
+        self.latent.validate()
+        self._validate_latent()
         self._validate_task()
         self._validate_objective()
         if self.model.task == "denoiser":  # the others draw no samples; a classifier's labels are its targets
@@ -113,6 +140,22 @@ class RunConfig:
             from fokker.autoencoder.config import check_autoencoder
 
             check_autoencoder(self)
+
+    def _validate_latent(self) -> None:
+        """Latent diffusion trains a diffusion model (or a noisy classifier, to guide one) on unbounded latents,
+        not an autoencoder; a clip to the data's range would cut them."""
+        if not self.is_latent:
+            return
+        if self.model.task == "autoencoder":
+            raise UserError(
+                f"latent.autoencoder trains a diffusion model or a classifier on an autoencoder's latents; "
+                f"model.network.type {self.model.network.get('type')} is an autoencoder itself"
+            )
+        if self.model.clip is not None:
+            raise UserError(
+                f"model.clip {self.model.clip} clamps x0 to the data's range, but a latent diffusion model "
+                "predicts latents, which have no fixed range: leave model.clip unset"
+            )
 
     def _validate_objective(self) -> None:
         """The loss and its time sampler against the model's variance and the process."""
@@ -202,6 +245,8 @@ def read_run_config(path: Path) -> RunConfig:
     if not isinstance(config, dict):
         raise UserError(f"{path} does not hold a config (a YAML mapping): the run's config is damaged")
     for section in ORDER:
+        if section == "latent" and "latent" not in config:  # only a latent diffusion model's config has one
+            continue
         if not isinstance(config.get(section), dict):
             raise UserError(f"{path}: section {section!r} is missing or not a mapping: the run's config is damaged")
     try:

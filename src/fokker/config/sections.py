@@ -79,6 +79,36 @@ class DataSection(Section):
 
 
 @dataclass
+class LatentSection(Section):
+    """Latent diffusion (Rombach et al. 2022): the model diffuses z = scale * E(x), the latents of a frozen
+    autoencoder fokker trained, and its samples are decoded as D(z / scale) (fokker.autoencoder.space).
+    `autoencoder` is the autoencoder's run folder as given (`fokker train --autoencoder RUN`); the rest is
+    filled from it when the run starts: the scale (1 / std of its training latents, measured, never a
+    constant), the latent shape and the autoencoder's network, whose weights the run keeps
+    (RUN/autoencoder.safetensors, and inside RUN/model.safetensors)."""
+
+    section: ClassVar[str] = "latent"
+    free_form: ClassVar[tuple[str, ...]] = ("network",)
+    autoencoder: str | None = None
+    scale: float | None = None
+    shape: list[int] | None = None
+    network: dict | None = None
+
+    def validate(self) -> None:
+        if self.autoencoder is None:
+            given = [k for k in ("scale", "shape", "network") if getattr(self, k) is not None]
+            if given:
+                raise UserError(
+                    f"latent.{given[0]} is filled from the autoencoder: give latent.autoencoder "
+                    "(fokker train --autoencoder RUN), or leave the latent section out"
+                )
+            return
+        require(self.autoencoder, str, "latent.autoencoder", None, "the path of an autoencoder's run folder")
+        if self.scale is not None:
+            require(self.scale, (int, float), "latent.scale", lambda v: v > 0, "a positive number")
+
+
+@dataclass
 class ModelSection(Section):
     """What the network predicts and how it is conditioned (fokker.denoiser.Denoiser), and the network."""
 
@@ -261,4 +291,6 @@ class SampleSection(Section):
         return dict(self.options or {}) if sampler == self.sampler else {}
 
 
-SECTIONS: dict[str, type[Section]] = {s.section: s for s in (DataSection, ModelSection, TrainSection, SampleSection)}
+SECTIONS: dict[str, type[Section]] = {
+    s.section: s for s in (DataSection, LatentSection, ModelSection, TrainSection, SampleSection)
+}

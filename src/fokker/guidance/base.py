@@ -26,6 +26,7 @@ class GuidedDenoiser(Denoiser):
     variance = property(lambda self: self.base.variance)
     num_classes = property(lambda self: self.base.num_classes)
     shifts_mean = property(lambda self: self.base.shifts_mean)
+    space = property(lambda self: self.base.space)
 
     @property
     def nfe(self) -> int:

@@ -18,7 +18,7 @@ diffusion model's own process (the same x_t at the same t)."""
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import torch
 
@@ -27,6 +27,9 @@ from fokker.errors import UserError
 from fokker.guidance.base import GuidedDenoiser, labels_of
 from fokker.guidance.free import check_finite
 from fokker.processes import Process
+
+if TYPE_CHECKING:
+    from fokker.autoencoder.space import LatentSpace
 
 FORMS = ("score", "mean")
 
@@ -47,6 +50,21 @@ def check_same_process(a: Process, b: Process, what: str) -> None:
     same = all(torch.allclose(f(a)(t), f(b)(t), rtol=1e-6, atol=0) for f in (lambda p: p.alpha, lambda p: p.sigma))
     if not same:
         raise UserError(f"{what} was trained on another process than the model's (its alpha(t), sigma(t) differ)")
+
+
+def check_same_space(model: LatentSpace | None, classifier: LatentSpace | None) -> None:
+    """A UserError unless the classifier classifies what the model draws: pixels, or latents of one autoencoder
+    at one scale."""
+    if model is None and classifier is None:
+        return
+    if model is None or classifier is None:
+        drawn, seen = ("latents", "images") if classifier is None else ("images", "latents")
+        raise UserError(
+            f"the classifier was trained on {seen} but the model draws {drawn}: train the classifier on what the "
+            "model draws (for latents: fokker train --preset classifier-mnist --autoencoder RUN)"
+        )
+    if not model.same_as(classifier):
+        raise UserError("the classifier was trained on the latents of another autoencoder (or scale) than the model's")
 
 
 def class_gradient(classifier: Classifier, x: torch.Tensor, tb: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -74,6 +92,7 @@ class ClassifierGuidance(GuidedDenoiser):
         if form not in FORMS:
             raise UserError(f"unknown classifier-guidance form {form!r}; expected one of {FORMS}")
         check_same_process(base.process, classifier.process, "the classifier")
+        check_same_space(base.space, getattr(classifier, "space", None))
         self.classifier, self.scale, self.form = classifier, float(scale), form
 
     shifts_mean = property(lambda self: self.form == "mean" or self.base.shifts_mean)

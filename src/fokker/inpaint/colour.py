@@ -52,4 +52,9 @@ def colorize(
     """Colour images (B, 3, H, W) in [-1, 1] whose grey level (mean of R, G, B) is that of `grey` ((B, 1, H, W), or
     (B, 3, H, W) reduced to its mean), from an RGB model: `sampler` on `steps` steps in the colour basis;
     `options` are fokker.inpaint.complete's (scheme "replace" or "repaint", ...). Returns (x_0, info)."""
+    if denoiser.space is not None:
+        raise UserError(
+            "colorize holds the grey level of each pixel, which a latent diffusion model's latents do not "
+            "separate from colour: colorize with a pixel model"
+        )
     return complete(denoiser, sampler, grey_observation(grey), steps, **options)

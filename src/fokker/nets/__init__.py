@@ -85,14 +85,15 @@ def network_task(kind: str | None) -> str:
 
 def _check_sizes(cls: type[nn.Module], kwargs: dict[str, Any]) -> None:
     """Every size (an argument annotated int, or a tuple of ints) must be a positive integer: a width of -4
-    would otherwise fail deep inside torch."""
+    would otherwise fail deep inside torch. A size whose default is 0 (off: low_res_channels) may be 0."""
     for p in inspect.signature(cls).parameters.values():
         if p.name not in kwargs or kwargs[p.name] is None or "int" not in str(p.annotation):
             continue
-        value = kwargs[p.name]
+        value, lowest = kwargs[p.name], 0 if p.default == 0 else 1
         items = value if isinstance(value, list | tuple) and "tuple" in str(p.annotation) else [value]
-        if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in items):
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v >= lowest for v in items):
             what = "a list of positive integers" if items is value else "a positive integer"
+            what = "a non-negative integer" if lowest == 0 else what
             raise UserError(f"bad value for model.network.{p.name}: {value!r}; expected {what}")
 
 

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .embedding import LabelEmbedding, TimeEmbedding, embed_conditions
+from .low_res import condition_on_low_res, low_res_conditioning
 from .registry import register_network
 
 
@@ -224,6 +225,12 @@ class UNet(nn.Module):
     to place and check them exactly; without it the smallest listed size is the deepest level's.
     With ``num_classes`` set, labels ``y`` in ``[0, num_classes]`` are embedded (``num_classes``
     is the null class used when ``y`` is None) and added to the time embedding.
+
+    With ``low_res_channels`` > 0 it is a super-resolution network (SR3; Ho et al. 2021's cascade): it takes
+    the model_kwargs ``low_res``, a (B, low_res_channels, low_res_size, low_res_size) image upsampled and
+    concatenated to x before the first conv, and ``aug_level`` (B,), the level of its conditioning augmentation
+    in [0, aug_max], embedded and added to the time embedding (fokker.nets.low_res). With 0 (the default) the
+    network is exactly the plain U-Net: same parameters, same state_dict keys.
     """
 
     task: ClassVar[str] = "denoiser"  # its output is a Denoiser's prediction (fokker.nets.TASKS)
@@ -242,15 +249,22 @@ class UNet(nn.Module):
         time_scale: float = 1000.0,
         groups: int = 8,
         image_size: int | None = None,
+        low_res_channels: int = 0,
+        low_res_size: int | None = None,
+        aug_max: float | None = None,
     ) -> None:
         super().__init__()
         block, ch, skips, sizes = build_trunk(
-            self, in_channels, base_channels, channel_mult, num_res_blocks, attention_resolutions, dropout,
-            num_heads, time_scale, groups, image_size, num_classes,
+            self, in_channels + low_res_channels, base_channels, channel_mult, num_res_blocks, attention_resolutions,
+            dropout, num_heads, time_scale, groups, image_size, num_classes,
         )  # fmt: skip
         ch = self._build_up(block, ch, skips, base_channels, tuple(channel_mult), num_res_blocks, sizes)
         out_channels = out_channels or in_channels
         self.out = nn.Sequential(_norm(ch, groups), nn.SiLU(), _zero(nn.Conv2d(ch, out_channels, 3, padding=1)))
+        # last, and None without low_res_channels: the plain U-Net is built and initialised as it always was
+        self.low_res_conditioning = low_res_conditioning(
+            low_res_channels, low_res_size, aug_max, base_channels, 4 * base_channels
+        )
 
     def _build_up(
         self,
@@ -272,9 +286,18 @@ class UNet(nn.Module):
                 self.up.append(Upsample(ch))
         return ch
 
-    def forward(self, x: Tensor, t: Tensor | float, y: Tensor | None = None) -> Tensor:
-        """``x``: (B, C, H, W); ``t``: (B,) or scalar noise level; ``y``: (B,) labels or None."""
+    def forward(
+        self,
+        x: Tensor,
+        t: Tensor | float,
+        y: Tensor | None = None,
+        low_res: Tensor | None = None,
+        aug_level: Tensor | float | None = None,
+    ) -> Tensor:
+        """``x``: (B, C, H, W); ``t``: (B,) or scalar noise level; ``y``: (B,) labels or None; ``low_res`` and
+        ``aug_level``: a super-resolution network's low-resolution image and its augmentation level."""
         emb = embed_conditions(self.time_embed, self.label_embed, t, y, x)
+        x, emb = condition_on_low_res(self.low_res_conditioning, x, emb, low_res, aug_level)
         emb = F.silu(emb).to(x.dtype)
 
         hs = encode(self.conv_in, self.down, x, emb)

@@ -13,6 +13,14 @@ from typing import IO
 import torch
 from accelerate import Accelerator
 
+from fokker.autoencoder.space import (
+    LatentSpace,
+    attach_autoencoder,
+    check_data,
+    prefixed,
+    reattach_autoencoder,
+    split_weights,
+)
 from fokker.config import RunConfig, TrainSection, as_run_config, read_run_config
 from fokker.data import Dataset, dataset_for
 from fokker.devices import make_accelerator
@@ -21,7 +29,9 @@ from fokker.errors import UserError
 from fokker.files import check_writable
 from fokker.labels import uses_labels
 from fokker.losses import loss_from_section
-from fokker.model import Model, build_model, model_for, resolve_config, weights_path
+from fokker.model import Model, model_for, resolve_config, weights_path
+from fokker.nets import build_network
+from fokker.processes import process_from_config
 from fokker.timesteps import LossAwareSampler
 from fokker.train.collective import run_lock
 from fokker.train.state import TrainState
@@ -36,7 +46,8 @@ RUN_WORK = ("latest", "model.safetensors")
 class Run:
     """A training run, built: its resolved config, its folder (and lock), the Accelerator, the data (on the
     device), the state being trained, the model around the prepared network (the Denoiser; a classifier's
-    NoisyClassifier; an autoencoder's network itself: fokker.model.model_for) that the loss takes, and the loss."""
+    NoisyClassifier; an autoencoder's network itself: fokker.model.model_for) that the loss takes, and the loss.
+    A latent diffusion run's data are the latents of its autoencoder (`space`), encoded once at the start."""
 
     config: RunConfig
     out: Path
@@ -49,6 +60,7 @@ class Run:
     loss_fn: Callable
     lock: IO | None
     resumed: bool
+    space: LatentSpace | None = None  # a latent diffusion model's: `dataset` holds the scaled latents
 
     @property
     def tc(self) -> TrainSection:
@@ -80,7 +92,10 @@ def build_run(config: dict | RunConfig, out: Path, resume: bool, device: str, bu
     before its first checkpoint starts from step 0), its network and optimiser prepared by Accelerate."""
     config = prepare_run(config, out, resume, budget)
     dataset = dataset_for(config)
+    space = latent_space(config, out, resume, dataset) if config.is_latent else None
     config = resolve_config(config, dataset)
+    if space is not None:
+        dataset = encoded(dataset, space)
     acc = make_accelerator(device, config.train.mixed_precision)
     state = new_state(config, acc)
     lock = held.enter_context(run_lock(out, acc))
@@ -93,16 +108,48 @@ def build_run(config: dict | RunConfig, out: Path, resume: bool, device: str, bu
     state.model, state.optimizer = acc.prepare(state.model, state.optimizer)
     data = dataset.data.to(acc.device)
     labels = dataset.labels.to(acc.device) if uses_labels(config) else None
-    loss_fn = loss_from_section(config.train, config.data.levels)
-    denoiser = model_for(state.model, config)
-    return Run(config, out, acc, dataset, data, labels, state, denoiser, loss_fn, lock, resume)
+    loss_fn = loss_from_section(config.train, config.model_levels)
+    denoiser = model_for(state.model, config, space)
+    if space is not None:
+        space.to(acc.device)
+        state.extra = prefixed(space)
+    return Run(config, out, acc, dataset, data, labels, state, denoiser, loss_fn, lock, resume, space)
+
+
+def latent_space(config: RunConfig, out: Path, resume: bool, dataset: Dataset) -> LatentSpace:
+    """The latent space of a latent diffusion run: from latent.autoencoder on a fresh start (recorded in the
+    config's latent section; one filled in already, a distillation student's copy of its teacher's, must be
+    what the autoencoder gives), from the run's own copy on resume."""
+    if resume and (out / "config.yaml").exists():
+        space = reattach_autoencoder(config, out)
+    else:
+        given = {k: getattr(config.latent, k) for k in ("scale", "shape", "network")}
+        space = attach_autoencoder(config, config.latent.autoencoder)
+        for key, value in given.items():
+            if value is not None and value != getattr(config.latent, key):
+                raise UserError(
+                    f"latent.{key} is measured from the autoencoder when the run starts: leave it unset (here "
+                    f"{value!r}, the autoencoder's {getattr(config.latent, key)!r}; the scale is 1 / std of its "
+                    "training latents, never a constant)"
+                )
+    check_data(space, dataset.shape, config.latent.autoencoder)
+    return space
+
+
+def encoded(dataset: Dataset, space: LatentSpace) -> Dataset:
+    """The data set of latents scale * E(x) of `dataset`'s images, with their labels; continuous (no levels)."""
+    with torch.no_grad():
+        latents = space.encode(dataset.data)
+    return Dataset(latents, dataset.labels, dataset.num_classes, dataset.name, levels=None)
 
 
 def initialise(network: torch.nn.Module, source: str) -> None:
     """Load the exported weights of the run (or .safetensors file) `source` into `network`: a distillation
     student starts as its teacher. The networks must match (same model.network)."""
     path = weights_path(source)
-    state, _ = read_weights(path)
+    state, config = read_weights(path)
+    if as_run_config(config).is_latent:  # the teacher's autoencoder, which the student's run keeps on its own
+        state, _ = split_weights(state)
     load_strict(network, state, path)
 
 
@@ -111,7 +158,7 @@ def new_state(config: RunConfig, acc: Accelerator) -> TrainState:
     RNG at seed + rank (dropout) and the generator of batches, times and noise at seed + 7919 rank."""
     tc = config.train
     torch.manual_seed(tc.seed)
-    network, plain = build_model(config)
+    network = build_network(config.model.network)
     if tc.init is not None:
         initialise(network, tc.init)
     optimizer = torch.optim.AdamW(network.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
@@ -121,5 +168,5 @@ def new_state(config: RunConfig, acc: Accelerator) -> TrainState:
     rank = acc.process_index
     torch.manual_seed(tc.seed + rank)
     gen = torch.Generator(device=acc.device).manual_seed(tc.seed + 7919 * rank)
-    times = LossAwareSampler(plain.process.T) if tc.time_sampler == "importance" else None
+    times = LossAwareSampler(process_from_config(config.process).T) if tc.time_sampler == "importance" else None
     return TrainState(network, ema, optimizer, scheduler, gen, times)

@@ -9,6 +9,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
+from fokker.autoencoder.space import keep_autoencoder
 from fokker.checkpoint import latest_name, remove_temporaries, step_name
 from fokker.config import RunConfig, to_yaml
 from fokker.files import atomic_write_text, sign_lock
@@ -81,10 +82,13 @@ def _train(run: Run, progress: bool, log: Callable[[str], None] | None) -> Train
 def open_folder(run: Run, pictures: Pictures, log: Callable[[str], None] | None) -> None:
     """Main process, past every check (a refused or failed start changes no file): sign the lock, remove
     what a kill left half-written, write config.yaml, drop the logs and pictures of steps after the one
-    resumed from, repair `latest` and model.safetensors on resume, and say where training goes."""
+    resumed from, repair `latest` and model.safetensors on resume, keep a latent diffusion run's autoencoder,
+    and say where training goes."""
     sign_lock(run.lock)
     remove_temporaries(run.out)
     atomic_write_text(run.out / "config.yaml", to_yaml(run.config))
+    if run.space is not None:
+        keep_autoencoder(run.space, run.config, run.out)
     trim_metrics(run.out / "metrics.jsonl", run.state.step)
     pictures.trim()
     if run.resumed:

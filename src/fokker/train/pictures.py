@@ -76,9 +76,8 @@ class SamplePictures(Pictures):
 
     def make(self, step: int) -> None:
         run = self.run
-        samples = sample_pictures(
-            denoiser_for(run.state.ema.model, run.config), run.config, self.noise.to(run.acc.device)
-        )
+        denoiser = denoiser_for(run.state.ema.model, run.config, run.space)
+        samples = denoiser.to_data(sample_pictures(denoiser, run.config, self.noise.to(run.acc.device)))
         save_picture(
             samples.cpu(),
             self.path(step),
@@ -152,14 +151,23 @@ PICTURES: dict[str, type[Pictures]] = {
 
 
 def pictures_for(run: Run) -> Pictures:
-    """The pictures of the run's task (fokker.nets.TASKS)."""
+    """The pictures of the run's task (fokker.nets.TASKS); a super-resolution model's show its inputs too."""
+    from fokker.cascade import is_super_resolution
+
+    if is_super_resolution(run.config):
+        from fokker.train.cascade_pictures import SuperResolutionPictures
+
+        return SuperResolutionPictures(run)
     return PICTURES[run.config.model.task](run)
 
 
 @torch.no_grad()
-def sample_pictures(denoiser: Denoiser, config: RunConfig, x_T: torch.Tensor) -> torch.Tensor:
+def sample_pictures(
+    denoiser: Denoiser, config: RunConfig, x_T: torch.Tensor, model_kwargs: dict | None = None
+) -> torch.Tensor:
     """Samples from fixed noise with the config's sampler, for the pictures written during training; on a
-    conditional model picture i is of class i % K (fokker.labels.picture_labels)."""
+    conditional model picture i is of class i % K (fokker.labels.picture_labels). `model_kwargs`: more inputs
+    of the network, one row per picture (a super-resolution model's low_res and aug_level)."""
     s = config.sample
     # a stochastic sampler's noise comes from its own generator: fixed from picture to picture, and the
     # global RNG (dropout), saved in checkpoints for exact resume, is left alone
@@ -167,7 +175,7 @@ def sample_pictures(denoiser: Denoiser, config: RunConfig, x_T: torch.Tensor) ->
     x_T = x_T * denoiser.process.prior_std
     options = sample_options(config, s.sampler)
     y = picture_labels(config, len(x_T), x_T.device)
-    kw = None if y is None else {"y": y}
+    kw = {**(model_kwargs or {}), **({} if y is None else {"y": y})} or None
     x, _ = sample(denoiser, s.sampler, s.steps, x_T=x_T, spacing=s.spacing, generator=gen, model_kwargs=kw, **options)
     return x
 

@@ -5,7 +5,7 @@ checkpoint (fokker.checkpoint), the EMA weights exported beside it (fokker.weigh
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,7 @@ class TrainState:
     times: LossAwareSampler | None
     step: int = 0
     elapsed: float = 0.0
+    extra: dict[str, torch.Tensor] = field(default_factory=dict)  # exported beside the EMA weights (`exported`)
 
     def load(self, out: Path, rank: int, world: int) -> None:
         """Restore the state of the run's newest intact checkpoint; this process's RNG states are its rank's."""
@@ -64,8 +65,13 @@ class TrainState:
         rng = self.rng_states(acc)
         if acc.is_main_process:
             save_checkpoint(out, self.step, self.parts(network, rng), config.train.keep_last)
-            export_weights(out / "model.safetensors", self.ema.model.state_dict(), config.to_dict(), self.step)
+            export_weights(out / "model.safetensors", self.exported(), config.to_dict(), self.step)
         acc.wait_for_everyone()
+
+    def exported(self) -> dict[str, torch.Tensor]:
+        """The tensors of RUN/model.safetensors: the EMA weights, and `extra` (a latent diffusion model's
+        autoencoder: fokker.autoencoder.space.prefixed)."""
+        return {**self.ema.model.state_dict(), **self.extra}
 
     def rng_states(self, acc: Accelerator) -> dict[str, torch.Tensor]:
         """The global torch RNG state and `gen`'s, one row per process (a collective with several)."""
@@ -94,7 +100,7 @@ class TrainState:
         if latest_name(out) != step_name(self.step):
             atomic_write_text(out / "latest", step_name(self.step) + "\n")
         if exported_step(out / "model.safetensors") != self.step:
-            export_weights(out / "model.safetensors", self.ema.model.state_dict(), config.to_dict(), self.step)
+            export_weights(out / "model.safetensors", self.exported(), config.to_dict(), self.step)
 
 
 def check_weights(step: int, modules: dict[str, nn.Module], out: Path) -> None:

@@ -12,6 +12,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import gather
 
+from fokker.cascade import is_super_resolution, training_kwargs
 from fokker.checkpoint import latest_name
 from fokker.errors import UserError
 from fokker.labels import batch_kwargs
@@ -23,6 +24,8 @@ def train_step(run: Run) -> tuple[torch.Tensor, torch.Tensor]:
     s, acc, tc = run.state, run.acc, run.tc
     idx = torch.randint(0, len(run.data), (tc.batch_size,), generator=s.gen, device=acc.device)
     kw = batch_kwargs(run.config, run.labels, idx, s.gen)  # the batch's labels (a conditional model drops some)
+    if is_super_resolution(run.config):  # its low-resolution input, downsampled from the batch and augmented
+        kw |= training_kwargs(run.data[idx], run.config, s.gen)
     with acc.autocast():
         loss = batch_loss(run, idx, kw)
     s.optimizer.zero_grad(set_to_none=True)
