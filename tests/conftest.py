@@ -1,3 +1,4 @@
+import contextlib
 import os
 
 import pytest
@@ -27,6 +28,25 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@contextlib.contextmanager
+def with_untrained_features():
+    """One thread, and the FID's feature classifier of the training pictures an untrained FeatureNet (fokker's own
+    is trained on first use, slowly): for module-scoped fixtures that train tiny runs."""
+    from fokker.metrics import Classifier
+    from fokker.metrics.classifier import FeatureNet
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    fake = Classifier(FeatureNet(1, 10).eval(), "digits", 0.1, 179)
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr("fokker.train.pictures.feature_classifier", lambda dataset: fake)
+            yield
+    finally:
+        torch.set_num_threads(n)
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import with_untrained_features
 from test_train import assert_same_state
 
 from fokker.autoencoder import (
@@ -284,17 +285,11 @@ def test_the_presets_validate_with_their_loss_options():
 def runs(tmp_path_factory) -> Path:
     """A VAE and a VQ-VAE run on the digits, 6 steps each, the FID in untrained features."""
     root = tmp_path_factory.mktemp("autoencoder-runs")
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    fake = Classifier(FeatureNet(1, 10).eval(), "digits", 0.1, 179)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr("fokker.train.pictures.feature_classifier", lambda dataset: fake)
+    with with_untrained_features():
         train(config_for(*TINY), root / "vae", device="cpu", budget={"steps": 6}, progress=False)
         train(
             config_for(*TINY_VQ, preset="vqvae-mnist"), root / "vq", device="cpu", budget={"steps": 6}, progress=False
         )
-    torch.set_num_threads(n)
     return root
 
 

@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import with_untrained_features
+from test_autoencoder import TINY
 from torch import nn
 
 from fokker.autoencoder import latent_scale
@@ -27,8 +29,6 @@ from fokker.errors import UserError
 from fokker.guidance.classifier import ClassifierGuidance
 from fokker.inpaint import colorize, inpaint
 from fokker.latents import interpolate
-from fokker.metrics import Classifier
-from fokker.metrics.classifier import FeatureNet
 from fokker.model import load_model
 from fokker.processes import process_from_config
 from fokker.reports import likelihood_report
@@ -207,14 +207,7 @@ def test_latent_keys_without_an_autoencoder_are_refused():
 
 # --------------------------------------------------------------------------- runs
 
-AE_TINY = [
-    "data.name=digits",
-    "model.network.base_channels=8",
-    "model.network.channel_mult=[1, 2]",
-    "train.batch_size=16",
-    "train.warmup=2",
-    "train.log_every=2",
-]
+AE_TINY = TINY  # the autoencoder tests' tiny VAE on the digits
 LATENT_TINY = [
     "data.name=digits",
     "model.network.base_channels=8",
@@ -232,17 +225,11 @@ LATENT_TINY = [
 def runs(tmp_path_factory) -> Path:
     """A tiny VAE on the digits (6 steps, its FID in untrained features) and a latent model on it (4 steps)."""
     root = tmp_path_factory.mktemp("latent-runs")
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    fake = Classifier(FeatureNet(1, 10).eval(), "digits", 0.1, 179)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr("fokker.train.pictures.feature_classifier", lambda dataset: fake)
-        ae = apply_overrides(load_preset("vae-mnist"), AE_TINY)
-        train(ae, root / "vae", device="cpu", budget={"steps": 6}, progress=False)
-    config = latent_config(*LATENT_TINY, autoencoder=str(root / "vae"))
-    train(config, root / "latent", device="cpu", budget={"steps": 4}, progress=False)
-    torch.set_num_threads(n)
+    with with_untrained_features():
+        train(apply_overrides(load_preset("vae-mnist"), AE_TINY), root / "vae", device="cpu", budget={"steps": 6},
+              progress=False)  # fmt: skip
+        config = latent_config(*LATENT_TINY, autoencoder=str(root / "vae"))
+        train(config, root / "latent", device="cpu", budget={"steps": 4}, progress=False)
     return root
 
 
